@@ -1,0 +1,165 @@
+/**
+A token set, in the app's spelling or the token endpoint's own (RFC 6749 §5.1).
+
+`expiresIn` (seconds) counts from the moment the broker receives the set, so the client's clock
+never matters. Without it, a JWT access token's `exp - iat` is used; otherwise the token is
+trusted until a request with it comes back 401.
+*/
+export type TokenSet =
+  | { accessToken: string; refreshToken?: string | null; expiresIn?: number | string | null }
+  | { access_token: string; refresh_token?: string | null; expires_in?: number | string | null; token_type?: string };
+
+/** What a refresh function receives. */
+export interface RefreshContext {
+  /** The refresh token to present, or `null` (cookie mode, or none was ever given). */
+  refreshToken: string | null;
+  /** Aborted when the broker gives up on this attempt (timeout, logout, dispose). Pass it to fetch/axios. */
+  signal: AbortSignal;
+}
+
+/**
+The built-in refresh: the broker POSTs an OAuth 2.0 `refresh_token` grant itself, so the
+refresh token never passes through app code. With `credentials: 'include'` and no refresh
+token, it serves the httpOnly-cookie (backend-for-frontend) pattern.
+*/
+export interface RefreshEndpoint {
+  /** The token endpoint, e.g. `'/auth/refresh-token'`. */
+  url: string;
+  /** `'form'` (default, `application/x-www-form-urlencoded` as OAuth 2.0 says) or `'json'`. */
+  body?: 'json' | 'form';
+  /** fetch's `credentials`; default `'same-origin'`. `'include'` enables cookie mode. */
+  credentials?: RequestCredentials;
+  /** Extra request headers. */
+  headers?: Record<string, string>;
+}
+
+/** Options of {@link createTokenBroker}. Unknown keys and wrong types throw `INVALID_OPTIONS`. */
+export interface TokenBrokerOptions {
+  /**
+  How to get new tokens: a function (for example calling your API with axios or fetch), or a
+  {@link RefreshEndpoint}. A function that rejects is classified from the error: HTTP 400/401 or
+  OAuth `invalid_grant` (on `err.status`, `err.response.status`, `err.error` or
+  `err.response.data.error`) ends the session; no status (network), 5xx and 429 are retried with
+  backoff; a thrown {@link TokenBrokerError} keeps its code.
+  @example
+  refresh: async ({ refreshToken, signal }) =>
+    (await axios.post('/auth/refresh-token', { refresh_token: refreshToken }, { signal })).data
+  */
+  refresh: ((ctx: RefreshContext) => Promise<TokenSet>) | RefreshEndpoint;
+  /** Initial tokens (e.g. from login). Without them the broker is `'anonymous'` until {@link TokenBroker.setTokens}. */
+  tokens?: TokenSet | null;
+  /** Refresh this many seconds before expiry (at most half the token's lifetime). Default `30`. */
+  leewaySeconds?: number;
+  /** Every waiting call settles within this many ms of the refresh's start (`REFRESH_TIMEOUT`). Default `10000`. */
+  refreshTimeoutMs?: number;
+  /** Retries after a transient failure (network, 5xx, 429; `Retry-After` honoured). Default `2`, at most `10`. */
+  refreshRetries?: number;
+  /** Called once when the session ends (the refresh token was rejected): time to show the login. */
+  onSessionExpired?: (error: TokenBrokerError) => void;
+  /** Origins besides the page's own that may receive the `Authorization` header, e.g. `['https://api.example.com']`. */
+  allowedOrigins?: string[];
+}
+
+/** The event a listener receives. */
+export interface TokenBrokerEvent {
+  type: TokenBrokerEventType;
+  /** The token generation after the event (grows with every token set adopted). */
+  generation: number;
+  /** `refreshstart`: why (`'expiring'`, `'rejected'`, `'proactive'` or `'anonymous'`). */
+  reason?: 'expiring' | 'rejected' | 'proactive' | 'anonymous';
+  /** `refreshend`: whether it succeeded. */
+  ok?: boolean;
+  /** `refreshend` on failure: the error code. */
+  code?: TokenBrokerErrorCode;
+}
+
+/**
+`tokens` (a set was adopted), `refreshstart`, `refreshend`, `expired` (session ended),
+`stale401` (a late 401 absorbed without a refresh), `logout`.
+*/
+export type TokenBrokerEventType = 'tokens' | 'refreshstart' | 'refreshend' | 'expired' | 'stale401' | 'logout';
+
+/** The broker: one refresh for any number of parallel requests, shared by every adapter given it. */
+export interface TokenBroker {
+  /**
+  Resolves with a valid access token: at once when the current one is fresh, otherwise after the
+  single refresh that every caller shares. `signal` aborts only this caller's wait (`ABORTED`).
+  @example
+  const token = await broker.getAccessToken({ signal });
+  */
+  getAccessToken(options?: { signal?: AbortSignal | null }): Promise<string>;
+  /**
+  Report that a request sent with `token` got 401. Resolves with the token to replay with: for
+  a late 401 (an older token) the current one, with no refresh; for the current token, the new
+  one after a single shared refresh.
+  */
+  tokenRejected(token: string): Promise<string>;
+  /** Whether a 401 with this `WWW-Authenticate` deserves a refresh (bare or `invalid_token`: yes; `insufficient_scope`: no). */
+  shouldRefreshOn401(wwwAuthenticate?: string | null): boolean;
+  /** Whether `origin` may receive the token: the page's own origin or one in `allowedOrigins`. */
+  allowsOrigin(origin: string): boolean;
+  /** Adopt tokens from outside (after login). A running refresh is discarded; its waiters get these. */
+  setTokens(tokens: TokenSet): void;
+  /** Forget the tokens; waiting calls reject with `LOGGED_OUT`; a running refresh can never revive the session. */
+  logout(): void;
+  /** Stop: waiting calls reject with `DISPOSED`, timers stop. `free()` does the same and releases the memory. */
+  dispose(): void;
+  /** Same as {@link TokenBroker.dispose}, then releases the WebAssembly memory. */
+  free(): void;
+  /** `'anonymous'` (no tokens), `'valid'`, `'refreshing'`, or `'expired'` (log in again). */
+  readonly state: 'anonymous' | 'valid' | 'refreshing' | 'expired';
+  /** Grows by one with every token set adopted. */
+  readonly generation: number;
+  addEventListener(type: TokenBrokerEventType, listener: (event: TokenBrokerEvent) => void): void;
+  removeEventListener(type: TokenBrokerEventType, listener: (event: TokenBrokerEvent) => void): void;
+}
+
+/**
+Creates a broker, loading the WebAssembly module on first use (no `init()` to call).
+@example
+import { createTokenBroker } from 'token-broker';
+const broker = await createTokenBroker({
+  refresh: { url: '/auth/refresh-token' },
+  tokens: loginResponse,
+  onSessionExpired: () => router.push('/login'),
+});
+*/
+export function createTokenBroker(options: TokenBrokerOptions): Promise<TokenBroker>;
+
+/**
+Loads the module from a custom source. Only needed where `token_broker_bg.wasm` next to the
+package cannot be fetched (Node, strict CSP, a CDN).
+@example
+await initTokenBroker(await readFile(require.resolve('token-broker/token_broker_bg.wasm')));
+*/
+export function initTokenBroker(
+  source?: BufferSource | Response | WebAssembly.Module | URL | string | Promise<Response>,
+): Promise<void>;
+
+/** Every code a {@link TokenBrokerError} can carry (see the README's table). */
+export type TokenBrokerErrorCode =
+  | 'NOT_AUTHENTICATED'
+  | 'SESSION_EXPIRED'
+  | 'REFRESH_FAILED'
+  | 'REFRESH_TIMEOUT'
+  | 'ABORTED'
+  | 'INVALID_OPTIONS'
+  | 'INVALID_TOKEN_RESPONSE'
+  | 'LOGGED_OUT'
+  | 'DISPOSED';
+
+/**
+The error every broker failure is, with a stable `code` and the original failure as `cause`.
+`instanceof` also recognises errors from another realm.
+@example
+try { await broker.getAccessToken(); }
+catch (e) { if (isTokenBrokerError(e) && e.code === 'SESSION_EXPIRED') showLogin(); }
+*/
+export class TokenBrokerError extends Error {
+  constructor(code: TokenBrokerErrorCode, message?: string, options?: { cause?: unknown });
+  readonly name: 'TokenBrokerError';
+  readonly code: TokenBrokerErrorCode;
+}
+
+/** Type guard for {@link TokenBrokerError}. */
+export function isTokenBrokerError(value: unknown): value is TokenBrokerError;

@@ -1,0 +1,564 @@
+//! The single-flight state machine.
+//!
+//! A `Broker<W>` owns the current token set and at most one refresh ("flight"). Callers that
+//! need a token while a refresh is due or running become waiters of type `W` (the boundary uses
+//! oneshot senders; tests use plain numbers). Every method returns the [`Effect`]s the boundary
+//! must carry out; the broker itself never performs I/O and never reads a clock.
+//!
+//! Invariants:
+//! - at most one flight exists; every waiter belongs to it and leaves it exactly once, through
+//!   `Resolve`, `Reject` or `abort_waiter`;
+//! - a flight's result is adopted only while that flight is current: logout, `setTokens`, a
+//!   timeout or dispose end the flight, and its late result is discarded by id;
+//! - generation grows by one with every token set adopted, epoch with every logout/`setTokens`.
+
+use super::error::BrokerError;
+use super::expiry::{self, Now};
+use super::policy::{proactive_backoff_ms, retry_delay_ms, Failure};
+use super::token::TokenSet;
+
+/// Tunables, from the JS options.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Config {
+    /// Refresh this long before expiry (capped at half the lifetime). JS: `leewaySeconds`.
+    pub leeway_ms: f64,
+    /// A refresh that does not settle within this rejects every waiter. JS: `refreshTimeoutMs`.
+    pub refresh_timeout_ms: f64,
+    /// Retries after a transient failure. JS: `refreshRetries`.
+    pub refresh_retries: u32,
+    /// A broker without tokens may still refresh (httpOnly refresh cookie, backend-for-frontend).
+    pub refresh_when_anonymous: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { leeway_ms: 30_000.0, refresh_timeout_ms: 10_000.0, refresh_retries: 2, refresh_when_anonymous: false }
+    }
+}
+
+/// What the JS `state` property reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// No tokens.
+    Anonymous,
+    /// Tokens held, no refresh running.
+    Valid,
+    /// A refresh is running.
+    Refreshing,
+    /// The refresh token was rejected; nothing works until new tokens are set.
+    Expired,
+}
+
+impl State {
+    /// The string JS sees.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Anonymous => "anonymous",
+            State::Valid => "valid",
+            State::Refreshing => "refreshing",
+            State::Expired => "expired",
+        }
+    }
+}
+
+/// Why a refresh started (reported in the `refreshstart` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshReason {
+    /// A token was requested inside the leeway or after expiry.
+    Expiring,
+    /// A request sent with the current token came back 401.
+    Rejected,
+    /// The proactive timer fired.
+    Proactive,
+    /// No tokens yet, but the refresh can run without one (cookie mode).
+    Anonymous,
+}
+
+impl RefreshReason {
+    /// The string JS sees in `event.reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshReason::Expiring => "expiring",
+            RefreshReason::Rejected => "rejected",
+            RefreshReason::Proactive => "proactive",
+            RefreshReason::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// Events for `addEventListener`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A token set was adopted (refresh or `setTokens`).
+    Tokens {
+        /// The new generation.
+        generation: u64,
+    },
+    /// A refresh started.
+    RefreshStart {
+        /// Why.
+        reason: RefreshReason,
+    },
+    /// A refresh ended; `error` is `None` on success.
+    RefreshEnd {
+        /// The failure, if any.
+        error: Option<BrokerError>,
+    },
+    /// The session ended (refresh token rejected). Also calls `onSessionExpired`, once.
+    Expired,
+    /// A 401 for an older token was absorbed without a refresh.
+    Stale401,
+    /// `logout()` was called.
+    Logout,
+}
+
+/// A decision for the boundary to carry out, in order.
+#[derive(Debug, PartialEq)]
+pub enum Effect<W> {
+    /// Run refresh attempt `attempt` of `flight` after `delay_ms`, then report it with
+    /// [`Broker::attempt_finished`]. Before running, check [`Broker::attempt_is_current`].
+    Refresh {
+        /// The flight id.
+        flight: u64,
+        /// 0 for the first attempt.
+        attempt: u32,
+        /// The refresh token to present (may be `None`: cookie mode, or none was ever given).
+        refresh_token: Option<String>,
+        /// Wait this long first (backoff).
+        delay_ms: f64,
+    },
+    /// Arm the flight's deadline; call [`Broker::flight_timed_out`] when it fires.
+    Deadline {
+        /// The flight id.
+        flight: u64,
+        /// Milliseconds from now.
+        ms: f64,
+    },
+    /// The flight is over: abort its attempt in progress and cancel its deadline.
+    EndFlight {
+        /// The flight id.
+        flight: u64,
+    },
+    /// Resolve these waiters with this token.
+    Resolve {
+        /// Waiters.
+        waiters: Vec<W>,
+        /// The access token.
+        token: String,
+    },
+    /// Reject these waiters.
+    Reject {
+        /// Waiters.
+        waiters: Vec<W>,
+        /// Why.
+        error: BrokerError,
+    },
+    /// Tell the listeners.
+    Emit(Event),
+    /// (Re)arm the proactive timer to call [`Broker::tick`] after this many ms; `None` disarms it.
+    Schedule(Option<f64>),
+}
+
+/// The answer to a token request.
+#[derive(Debug, PartialEq)]
+pub enum Get {
+    /// Use this token now.
+    Ready(String),
+    /// The caller became waiter `id` of the current flight; it settles through an effect.
+    Wait(u32),
+    /// Fail now.
+    Fail(BrokerError),
+}
+
+#[derive(Debug)]
+struct Current {
+    set: TokenSet,
+    received: Now,
+    /// A request sent with this token came back 401: it must not be handed out again.
+    rejected: bool,
+}
+
+#[derive(Debug)]
+struct Flight<W> {
+    id: u64,
+    attempt: u32,
+    refresh_token: Option<String>,
+    waiters: Vec<(u32, W)>,
+}
+
+/// The broker state machine. See the module docs.
+#[derive(Debug)]
+pub struct Broker<W> {
+    cfg: Config,
+    current: Option<Current>,
+    session_expired: bool,
+    may_refresh_anonymous: bool,
+    disposed: bool,
+    generation: u64,
+    epoch: u64,
+    flight: Option<Flight<W>>,
+    next_flight: u64,
+    next_waiter: u32,
+    proactive_failures: u32,
+    server_offset_ms: f64,
+}
+
+impl<W> Broker<W> {
+    /// A broker without tokens.
+    pub fn new(cfg: Config) -> Self {
+        Broker {
+            cfg,
+            current: None,
+            session_expired: false,
+            may_refresh_anonymous: cfg.refresh_when_anonymous,
+            disposed: false,
+            generation: 0,
+            epoch: 0,
+            flight: None,
+            next_flight: 0,
+            next_waiter: 0,
+            proactive_failures: 0,
+            server_offset_ms: 0.0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> Config {
+        self.cfg
+    }
+
+    /// What JS sees as `state`.
+    pub fn state(&self) -> State {
+        if self.flight.is_some() {
+            State::Refreshing
+        } else if self.session_expired {
+            State::Expired
+        } else if self.current.is_some() {
+            State::Valid
+        } else {
+            State::Anonymous
+        }
+    }
+
+    /// Grows with every token set adopted.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Grows with every `logout()` and outside `setTokens()`.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The server clock minus the client clock, when the boundary learnt it (e.g. from a
+    /// `Date` header); used only for JWTs that carry `exp` without `iat` or `expires_in`.
+    pub fn server_offset_ms(&self) -> f64 {
+        self.server_offset_ms
+    }
+
+    /// See [`Broker::server_offset_ms`].
+    pub fn set_server_offset_ms(&mut self, ms: f64) {
+        if ms.is_finite() {
+            self.server_offset_ms = ms;
+        }
+    }
+
+    /// The current access token, if any (whatever its age).
+    pub fn access_token(&self) -> Option<&str> {
+        self.current.as_ref().map(|c| c.set.access.as_str())
+    }
+
+    /// Whether the flight's attempt is still the one to run (not ended by logout, timeout, ...).
+    pub fn attempt_is_current(&self, flight: u64, attempt: u32) -> bool {
+        matches!(&self.flight, Some(f) if f.id == flight && f.attempt == attempt)
+    }
+
+    /// `getAccessToken()`: the current token if it is fresh, else a wait on the (new or running)
+    /// refresh. `waiter` is called only when the caller has to wait.
+    pub fn get_token(&mut self, now: Now, waiter: impl FnOnce() -> W) -> (Get, Vec<Effect<W>>) {
+        let mut fx = Vec::new();
+        if let Some(e) = self.closed_error() {
+            return (Get::Fail(e), fx);
+        }
+        if self.flight.is_some() {
+            return (self.join(waiter), fx);
+        }
+        let reason = match &self.current {
+            None if self.may_refresh_anonymous => RefreshReason::Anonymous,
+            None => return (Get::Fail(BrokerError::NotAuthenticated), fx),
+            Some(c) if !c.rejected && self.is_fresh(c, now) => return (Get::Ready(c.set.access.clone()), fx),
+            Some(_) => RefreshReason::Expiring,
+        };
+        self.start_flight(reason, &mut fx);
+        (self.join(waiter), fx)
+    }
+
+    /// `tokenRejected(token)`: a request sent with `token` came back 401. An older token is a
+    /// late 401: answered with the current token (or the running refresh), never a new refresh,
+    /// because a second refresh would present a spent rotating refresh token. The current token
+    /// is marked rejected and refreshed (single flight).
+    pub fn token_rejected(&mut self, token: &str, now: Now, waiter: impl FnOnce() -> W) -> (Get, Vec<Effect<W>>) {
+        if let Some(e) = self.closed_error() {
+            return (Get::Fail(e), Vec::new());
+        }
+        match &mut self.current {
+            Some(c) if c.set.access == token => {
+                c.rejected = true;
+                let mut fx = Vec::new();
+                if self.flight.is_none() {
+                    self.start_flight(RefreshReason::Rejected, &mut fx);
+                }
+                (self.join(waiter), fx)
+            }
+            // No tokens: the request used a token from before a logout; behave like a token request.
+            None => self.get_token(now, waiter),
+            Some(_) => {
+                let (get, mut fx) = self.get_token(now, waiter);
+                fx.insert(0, Effect::Emit(Event::Stale401));
+                (get, fx)
+            }
+        }
+    }
+
+    /// The caller's `AbortSignal` fired: its waiter leaves the flight (the refresh goes on for
+    /// the others). Returns the waiter to reject with `ABORTED`, or `None` if it already settled.
+    pub fn abort_waiter(&mut self, id: u32) -> Option<W> {
+        let f = self.flight.as_mut()?;
+        let pos = f.waiters.iter().position(|(w, _)| *w == id)?;
+        Some(f.waiters.swap_remove(pos).1)
+    }
+
+    /// The outcome of refresh attempt `attempt` of `flight`. Ignored (no effects) when that flight
+    /// or attempt is no longer current: its late result must not undo a logout or a timeout.
+    pub fn attempt_finished(
+        &mut self,
+        flight: u64,
+        attempt: u32,
+        outcome: Result<TokenSet, Failure>,
+        now: Now,
+    ) -> Vec<Effect<W>> {
+        let mut fx = Vec::new();
+        if !self.attempt_is_current(flight, attempt) {
+            return fx;
+        }
+        let error = match outcome {
+            Ok(set) => {
+                let Some(f) = self.flight.take() else { return fx };
+                self.proactive_failures = 0;
+                self.adopt(set, now, &mut fx);
+                fx.push(Effect::Emit(Event::RefreshEnd { error: None }));
+                self.settle(f, &mut fx);
+                return fx;
+            }
+            Err(Failure::Transient { retry_after_s }) if attempt < self.cfg.refresh_retries => {
+                if let Some(f) = self.flight.as_mut() {
+                    f.attempt += 1;
+                    fx.push(Effect::Refresh {
+                        flight,
+                        attempt: f.attempt,
+                        refresh_token: f.refresh_token.clone(),
+                        delay_ms: retry_delay_ms(f.attempt, retry_after_s),
+                    });
+                }
+                return fx;
+            }
+            Err(Failure::Transient { .. } | Failure::Permanent) => BrokerError::RefreshFailed,
+            Err(Failure::Terminal) => BrokerError::SessionExpired,
+            Err(Failure::Malformed) => BrokerError::InvalidTokenResponse,
+            Err(Failure::Coded(e)) => e,
+        };
+        self.fail_flight(error, now, &mut fx);
+        fx
+    }
+
+    /// The flight's deadline fired: every waiter gets `REFRESH_TIMEOUT` and the late result of
+    /// the attempt in progress will be discarded.
+    pub fn flight_timed_out(&mut self, flight: u64, now: Now) -> Vec<Effect<W>> {
+        let mut fx = Vec::new();
+        if matches!(&self.flight, Some(f) if f.id == flight) {
+            self.fail_flight(BrokerError::RefreshTimeout, now, &mut fx);
+        }
+        fx
+    }
+
+    /// The proactive timer fired (or the page became visible / came online): refresh in the
+    /// background if the token is due, else re-arm the timer.
+    pub fn tick(&mut self, now: Now) -> Vec<Effect<W>> {
+        let mut fx = Vec::new();
+        if self.closed_error().is_some() || self.flight.is_some() {
+            return fx;
+        }
+        let Some(c) = &self.current else { return fx };
+        if c.rejected || !self.is_fresh(c, now) {
+            self.start_flight(RefreshReason::Proactive, &mut fx);
+        } else {
+            fx.push(Effect::Schedule(self.due_in(now)));
+        }
+        fx
+    }
+
+    /// `setTokens()` from outside (e.g. after login): adopted at once, a new epoch begins, a
+    /// running refresh is discarded and its waiters get the new token.
+    pub fn set_tokens(&mut self, set: TokenSet, now: Now) -> Vec<Effect<W>> {
+        let mut fx = Vec::new();
+        if self.disposed {
+            return fx;
+        }
+        self.epoch += 1;
+        self.session_expired = false;
+        self.proactive_failures = 0;
+        // Keep the refresh token only within one session: a set without one starts afresh.
+        self.current = None;
+        self.adopt(set, now, &mut fx);
+        if let Some(f) = self.flight.take() {
+            fx.push(Effect::Emit(Event::RefreshEnd { error: None }));
+            self.settle(f, &mut fx);
+        }
+        fx
+    }
+
+    /// `logout()`: tokens cleared, a new epoch, waiters rejected with `LOGGED_OUT`, and a running
+    /// refresh discarded so that it can never revive the session.
+    pub fn logout(&mut self) -> Vec<Effect<W>> {
+        let mut fx = Vec::new();
+        if self.disposed {
+            return fx;
+        }
+        self.epoch += 1;
+        self.current = None;
+        self.session_expired = false;
+        self.may_refresh_anonymous = false;
+        self.reject_flight(BrokerError::LoggedOut, &mut fx);
+        fx.push(Effect::Emit(Event::Logout));
+        fx.push(Effect::Schedule(None));
+        fx
+    }
+
+    /// `dispose()`: every waiter rejected with `DISPOSED`; later calls fail with `DISPOSED`.
+    pub fn dispose(&mut self) -> Vec<Effect<W>> {
+        let mut fx = Vec::new();
+        self.disposed = true;
+        self.current = None;
+        self.reject_flight(BrokerError::Disposed, &mut fx);
+        fx.push(Effect::Schedule(None));
+        fx
+    }
+
+    // ---- internals ----
+
+    fn closed_error(&self) -> Option<BrokerError> {
+        if self.disposed {
+            Some(BrokerError::Disposed)
+        } else if self.session_expired {
+            Some(BrokerError::SessionExpired)
+        } else {
+            None
+        }
+    }
+
+    fn is_fresh(&self, c: &Current, now: Now) -> bool {
+        // Unknown lifetime: trust the token until a 401 says otherwise.
+        expiry::refresh_due_in(c.received, c.set.lifetime_ms, self.cfg.leeway_ms, now).is_none_or(|d| d > 0.0)
+    }
+
+    fn due_in(&self, now: Now) -> Option<f64> {
+        let c = self.current.as_ref()?;
+        expiry::refresh_due_in(c.received, c.set.lifetime_ms, self.cfg.leeway_ms, now)
+    }
+
+    fn join(&mut self, waiter: impl FnOnce() -> W) -> Get {
+        let Some(f) = self.flight.as_mut() else { return Get::Fail(BrokerError::RefreshFailed) };
+        let id = self.next_waiter;
+        self.next_waiter = self.next_waiter.wrapping_add(1);
+        f.waiters.push((id, waiter()));
+        Get::Wait(id)
+    }
+
+    fn start_flight(&mut self, reason: RefreshReason, fx: &mut Vec<Effect<W>>) {
+        self.next_flight += 1;
+        let id = self.next_flight;
+        let refresh_token = self.current.as_ref().and_then(|c| c.set.refresh.clone());
+        fx.push(Effect::Emit(Event::RefreshStart { reason }));
+        fx.push(Effect::Schedule(None));
+        fx.push(Effect::Deadline { flight: id, ms: self.cfg.refresh_timeout_ms });
+        fx.push(Effect::Refresh { flight: id, attempt: 0, refresh_token: refresh_token.clone(), delay_ms: 0.0 });
+        self.flight = Some(Flight { id, attempt: 0, refresh_token, waiters: Vec::new() });
+    }
+
+    /// Adopts a token set atomically: access, refresh, expiry and generation change together.
+    /// A set without a refresh token keeps the previous one (RFC 6749 §6).
+    fn adopt(&mut self, mut set: TokenSet, now: Now, fx: &mut Vec<Effect<W>>) {
+        if set.refresh.is_none() {
+            set.refresh = self.current.take().and_then(|c| c.set.refresh);
+        }
+        self.generation += 1;
+        self.current = Some(Current { set, received: now, rejected: false });
+        self.may_refresh_anonymous = self.cfg.refresh_when_anonymous;
+        fx.push(Effect::Emit(Event::Tokens { generation: self.generation }));
+        fx.push(Effect::Schedule(self.due_in(now)));
+    }
+
+    /// Ends the flight successfully: every waiter gets the current token.
+    fn settle(&mut self, f: Flight<W>, fx: &mut Vec<Effect<W>>) {
+        fx.push(Effect::EndFlight { flight: f.id });
+        let waiters = f.waiters.into_iter().map(|(_, w)| w).collect::<Vec<_>>();
+        match &self.current {
+            Some(c) if !waiters.is_empty() => fx.push(Effect::Resolve { waiters, token: c.set.access.clone() }),
+            Some(_) => {}
+            None => fx.push(Effect::Reject { waiters, error: BrokerError::NotAuthenticated }),
+        }
+    }
+
+    fn reject_flight(&mut self, error: BrokerError, fx: &mut Vec<Effect<W>>) {
+        if let Some(f) = self.flight.take() {
+            fx.push(Effect::EndFlight { flight: f.id });
+            fx.push(Effect::Emit(Event::RefreshEnd { error: Some(error) }));
+            let waiters: Vec<W> = f.waiters.into_iter().map(|(_, w)| w).collect();
+            if !waiters.is_empty() {
+                fx.push(Effect::Reject { waiters, error });
+            }
+        }
+    }
+
+    fn fail_flight(&mut self, error: BrokerError, now: Now, fx: &mut Vec<Effect<W>>) {
+        let Some(f) = self.flight.take() else { return };
+        fx.push(Effect::EndFlight { flight: f.id });
+        fx.push(Effect::Emit(Event::RefreshEnd { error: Some(error) }));
+        let waiters: Vec<W> = f.waiters.into_iter().map(|(_, w)| w).collect();
+        if error == BrokerError::SessionExpired {
+            // The refresh token is dead: clear everything, tell everyone once.
+            self.current = None;
+            self.session_expired = true;
+            if !waiters.is_empty() {
+                fx.push(Effect::Reject { waiters, error });
+            }
+            fx.push(Effect::Emit(Event::Expired));
+            fx.push(Effect::Schedule(None));
+            return;
+        }
+        // A passing failure: a token that has not expired and was not rejected still serves
+        // the waiters (a failed early refresh must not fail requests that would succeed).
+        let usable = self.current.as_ref().filter(|c| {
+            !c.rejected && expiry::remaining(c.received, c.set.lifetime_ms, now).is_none_or(|r| r > 0.0)
+        });
+        match usable {
+            Some(c) if !waiters.is_empty() => fx.push(Effect::Resolve { waiters, token: c.set.access.clone() }),
+            Some(_) => {}
+            None if !waiters.is_empty() => fx.push(Effect::Reject { waiters, error }),
+            None => {}
+        }
+        // Background retries back off (1 s, 2 s, ... 60 s) until the token expires; after that
+        // the next request refreshes. Never a tight loop.
+        self.proactive_failures += 1;
+        let left = self.current.as_ref().and_then(|c| expiry::remaining(c.received, c.set.lifetime_ms, now));
+        let next = match left {
+            Some(l) if l > 0.0 => Some(proactive_backoff_ms(self.proactive_failures).min(l)),
+            _ => None,
+        };
+        fx.push(Effect::Schedule(next));
+    }
+}
+
+#[cfg(test)]
+#[path = "broker_tests.rs"]
+mod tests;

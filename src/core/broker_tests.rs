@@ -1,0 +1,503 @@
+//! One test per transition and per rule of the state machine (issue 2, security-rules.md).
+
+use super::*;
+use crate::core::token::tests::jwt;
+use crate::core::{parse_token_set, Field};
+
+type B = Broker<u32>;
+type Fx = Vec<Effect<u32>>;
+
+const T0: f64 = 1_000_000.0;
+
+fn at(ms: f64) -> Now {
+    Now::at(T0 + ms)
+}
+
+fn set(access: &str, refresh: Option<&str>, lifetime_s: Option<f64>) -> TokenSet {
+    TokenSet { access: access.into(), refresh: refresh.map(Into::into), lifetime_ms: lifetime_s.map(|s| s * 1000.0) }
+}
+
+/// A broker holding `a1`/`r1` that live 60 s from t=0, leeway 10 s.
+fn logged_in() -> B {
+    let mut b = B::new(Config { leeway_ms: 10_000.0, ..Config::default() });
+    b.set_tokens(set("a1", Some("r1"), Some(60.0)), at(0.0));
+    b
+}
+
+fn refreshes(fx: &Fx) -> Vec<(u64, u32, Option<String>, f64)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Refresh { flight, attempt, refresh_token, delay_ms } => {
+                Some((*flight, *attempt, refresh_token.clone(), *delay_ms))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn resolved(fx: &Fx) -> Vec<(u32, String)> {
+    fx.iter()
+        .flat_map(|e| match e {
+            Effect::Resolve { waiters, token } => waiters.iter().map(|w| (*w, token.clone())).collect(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+fn rejected(fx: &Fx) -> Vec<(u32, BrokerError)> {
+    fx.iter()
+        .flat_map(|e| match e {
+            Effect::Reject { waiters, error } => waiters.iter().map(|w| (*w, *error)).collect(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+fn events(fx: &Fx) -> Vec<Event> {
+    fx.iter().filter_map(|e| if let Effect::Emit(ev) = e { Some(ev.clone()) } else { None }).collect()
+}
+
+fn schedule(fx: &Fx) -> Option<Option<f64>> {
+    fx.iter().rev().find_map(|e| if let Effect::Schedule(s) = e { Some(*s) } else { None })
+}
+
+/// Starts a refresh with waiter 0 at `t` (token expired by then); returns (flight, effects).
+fn expire_and_wait(b: &mut B, t: f64) -> (u64, Fx) {
+    let (get, fx) = b.get_token(at(t), || 0);
+    assert!(matches!(get, Get::Wait(_)));
+    let r = refreshes(&fx);
+    assert_eq!(r.len(), 1);
+    (r[0].0, fx)
+}
+
+fn transient() -> Failure {
+    Failure::Transient { retry_after_s: None }
+}
+
+// ---- token requests ----
+
+#[test]
+fn no_tokens_is_not_authenticated() {
+    let mut b = B::new(Config::default());
+    assert_eq!(b.get_token(at(0.0), || 0).0, Get::Fail(BrokerError::NotAuthenticated));
+    assert_eq!(b.state(), State::Anonymous);
+}
+
+#[test]
+fn fresh_token_is_returned_at_once_without_effects() {
+    let mut b = logged_in();
+    let (get, fx) = b.get_token(at(1_000.0), || unreachable!("no waiter for a fresh token"));
+    assert_eq!(get, Get::Ready("a1".into()));
+    assert!(fx.is_empty());
+    assert_eq!(b.state(), State::Valid);
+}
+
+#[test]
+fn token_inside_leeway_starts_a_refresh_and_waits() {
+    let mut b = logged_in();
+    let (get, fx) = b.get_token(at(51_000.0), || 7);
+    assert_eq!(get, Get::Wait(0));
+    assert_eq!(refreshes(&fx), vec![(1, 0, Some("r1".into()), 0.0)]);
+    assert!(fx.contains(&Effect::Deadline { flight: 1, ms: 10_000.0 }));
+    assert_eq!(events(&fx), vec![Event::RefreshStart { reason: RefreshReason::Expiring }]);
+    assert_eq!(b.state(), State::Refreshing);
+}
+
+#[test]
+fn expired_token_starts_a_refresh() {
+    let mut b = logged_in();
+    let (_, fx) = expire_and_wait(&mut b, 120_000.0);
+    assert_eq!(refreshes(&fx)[0].2.as_deref(), Some("r1"));
+}
+
+#[test]
+fn five_hundred_concurrent_waiters_share_one_refresh() {
+    let mut b = logged_in();
+    let mut starts = 0;
+    for i in 0..500u32 {
+        let (get, fx) = b.get_token(at(70_000.0), || i);
+        assert!(matches!(get, Get::Wait(_)));
+        starts += refreshes(&fx).len();
+    }
+    assert_eq!(starts, 1);
+    let fx = b.attempt_finished(1, 0, Ok(set("a2", Some("r2"), Some(60.0))), at(70_100.0));
+    let got = resolved(&fx);
+    assert_eq!(got.len(), 500);
+    assert!(got.iter().all(|(_, t)| t == "a2"));
+    let mut ids: Vec<u32> = got.iter().map(|(w, _)| *w).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 500, "every waiter settled exactly once");
+}
+
+// ---- refresh success ----
+
+#[test]
+fn success_adopts_atomically_and_schedules_the_next_refresh() {
+    let mut b = logged_in();
+    let g0 = b.generation();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    let fx = b.attempt_finished(flight, 0, Ok(set("a2", Some("r2"), Some(60.0))), at(70_000.0));
+    assert_eq!(b.generation(), g0 + 1);
+    assert_eq!(b.access_token(), Some("a2"));
+    assert_eq!(events(&fx), vec![Event::Tokens { generation: g0 + 1 }, Event::RefreshEnd { error: None }]);
+    assert!(fx.contains(&Effect::EndFlight { flight }));
+    assert_eq!(schedule(&fx), Some(Some(50_000.0)));
+    assert_eq!(b.state(), State::Valid);
+    // The next refresh presents the new refresh token.
+    let (_, fx) = expire_and_wait(&mut b, 140_000.0);
+    assert_eq!(refreshes(&fx)[0].2.as_deref(), Some("r2"));
+}
+
+#[test]
+fn response_without_refresh_token_keeps_the_old_one() {
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    b.attempt_finished(flight, 0, Ok(set("a2", None, Some(60.0))), at(70_000.0));
+    let (_, fx) = expire_and_wait(&mut b, 140_000.0);
+    assert_eq!(refreshes(&fx)[0].2.as_deref(), Some("r1"));
+}
+
+// ---- 401s ----
+
+#[test]
+fn rejected_current_token_refreshes_once() {
+    let mut b = logged_in();
+    let (get, fx) = b.token_rejected("a1", at(1_000.0), || 1);
+    assert_eq!(get, Get::Wait(0));
+    assert_eq!(events(&fx), vec![Event::RefreshStart { reason: RefreshReason::Rejected }]);
+    // Other 401s for the same token join the flight.
+    for i in 2..10 {
+        let (get, fx) = b.token_rejected("a1", at(1_100.0), || i);
+        assert!(matches!(get, Get::Wait(_)));
+        assert!(refreshes(&fx).is_empty());
+    }
+    // And so do new requests: the rejected token is never handed out again.
+    let (get, fx) = b.get_token(at(1_200.0), || 99);
+    assert!(matches!(get, Get::Wait(_)));
+    assert!(refreshes(&fx).is_empty());
+    let fx = b.attempt_finished(1, 0, Ok(set("a2", Some("r2"), Some(60.0))), at(1_300.0));
+    assert_eq!(resolved(&fx).len(), 10);
+}
+
+#[test]
+fn late_401_with_an_older_token_never_refreshes() {
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    b.attempt_finished(flight, 0, Ok(set("a2", Some("r2"), Some(60.0))), at(70_100.0));
+    // A request sent with a1 comes back 401 after the refresh finished.
+    let (get, fx) = b.token_rejected("a1", at(70_200.0), || unreachable!());
+    assert_eq!(get, Get::Ready("a2".into()));
+    assert!(refreshes(&fx).is_empty());
+    assert_eq!(events(&fx), vec![Event::Stale401]);
+}
+
+#[test]
+fn late_401_during_a_refresh_joins_it() {
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    b.attempt_finished(flight, 0, Ok(set("a2", Some("r2"), Some(60.0))), at(70_100.0));
+    let (_, fx) = b.token_rejected("a2", at(71_000.0), || 1);
+    assert_eq!(refreshes(&fx).len(), 1);
+    let (get, fx) = b.token_rejected("a1", at(71_000.0), || 2);
+    assert!(matches!(get, Get::Wait(_)));
+    assert!(refreshes(&fx).is_empty());
+    assert_eq!(events(&fx), vec![Event::Stale401]);
+}
+
+// ---- refresh failures ----
+
+#[test]
+fn transient_failures_retry_with_backoff_then_fail_every_waiter_once() {
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    b.get_token(at(70_000.0), || 1);
+    let fx = b.attempt_finished(flight, 0, Err(transient()), at(70_010.0));
+    assert_eq!(refreshes(&fx), vec![(flight, 1, Some("r1".into()), 250.0)]);
+    assert!(b.attempt_is_current(flight, 1) && !b.attempt_is_current(flight, 0));
+    let fx = b.attempt_finished(flight, 1, Err(Failure::Transient { retry_after_s: Some(2.0) }), at(70_300.0));
+    assert_eq!(refreshes(&fx), vec![(flight, 2, Some("r1".into()), 2_000.0)], "Retry-After honoured");
+    let fx = b.attempt_finished(flight, 2, Err(transient()), at(72_400.0));
+    assert!(refreshes(&fx).is_empty());
+    let mut r = rejected(&fx);
+    r.sort_unstable_by_key(|x| x.0);
+    assert_eq!(r, vec![(0, BrokerError::RefreshFailed), (1, BrokerError::RefreshFailed)]);
+    assert_eq!(b.state(), State::Valid, "a passing failure does not end the session");
+    // A repeated report of the same attempt is ignored (nothing settles twice).
+    assert!(b.attempt_finished(flight, 2, Err(transient()), at(72_500.0)).is_empty());
+}
+
+#[test]
+fn failed_early_refresh_serves_waiters_the_still_valid_token() {
+    let mut b = B::new(Config { refresh_retries: 0, leeway_ms: 10_000.0, ..Config::default() });
+    b.set_tokens(set("a1", Some("r1"), Some(60.0)), at(0.0));
+    let (flight, _) = expire_and_wait(&mut b, 55_000.0); // inside the leeway, not expired
+    let fx = b.attempt_finished(flight, 0, Err(transient()), at(55_100.0));
+    assert_eq!(resolved(&fx), vec![(0, "a1".into())]);
+}
+
+#[test]
+fn permanent_failure_is_not_retried() {
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    let fx = b.attempt_finished(flight, 0, Err(Failure::Permanent), at(70_010.0));
+    assert!(refreshes(&fx).is_empty());
+    assert_eq!(rejected(&fx), vec![(0, BrokerError::RefreshFailed)]);
+}
+
+#[test]
+fn terminal_failure_ends_the_session_once() {
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    b.get_token(at(70_000.0), || 1);
+    let fx = b.attempt_finished(flight, 0, Err(Failure::Terminal), at(70_010.0));
+    assert_eq!(rejected(&fx).len(), 2);
+    assert!(rejected(&fx).iter().all(|(_, e)| *e == BrokerError::SessionExpired));
+    assert_eq!(events(&fx).iter().filter(|e| **e == Event::Expired).count(), 1);
+    assert!(refreshes(&fx).is_empty(), "no retry after invalid_grant");
+    assert_eq!(b.state(), State::Expired);
+    assert_eq!(b.access_token(), None, "tokens cleared");
+    assert_eq!(b.get_token(at(70_020.0), || 2).0, Get::Fail(BrokerError::SessionExpired));
+    assert_eq!(b.token_rejected("a1", at(70_020.0), || 2).0, Get::Fail(BrokerError::SessionExpired));
+    assert!(b.tick(at(80_000.0)).is_empty());
+    // New tokens (a new login) revive it.
+    b.set_tokens(set("b1", Some("s1"), Some(60.0)), at(90_000.0));
+    assert_eq!(b.get_token(at(90_001.0), || 3).0, Get::Ready("b1".into()));
+}
+
+#[test]
+fn coded_failure_from_the_refresh_function_keeps_its_code() {
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    let fx = b.attempt_finished(flight, 0, Err(Failure::Coded(BrokerError::SessionExpired)), at(70_010.0));
+    assert_eq!(rejected(&fx), vec![(0, BrokerError::SessionExpired)]);
+    assert_eq!(b.state(), State::Expired);
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    let fx = b.attempt_finished(flight, 0, Err(Failure::Coded(BrokerError::RefreshTimeout)), at(70_010.0));
+    assert_eq!(rejected(&fx), vec![(0, BrokerError::RefreshTimeout)]);
+}
+
+#[test]
+fn malformed_response_fails_and_keeps_the_old_refresh_token() {
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    // What the boundary does with a garbage body: the parser says InvalidTokenResponse.
+    let parsed = parse_token_set(Field::Other, Field::Absent, Field::Absent, 0.0, 0.0).map_err(Failure::Coded);
+    let fx = b.attempt_finished(flight, 0, parsed, at(70_010.0));
+    assert_eq!(rejected(&fx), vec![(0, BrokerError::InvalidTokenResponse)]);
+    let fx = b.attempt_finished(1, 0, Err(Failure::Malformed), at(70_010.0));
+    assert!(fx.is_empty(), "the flight is over");
+    let (_, fx) = expire_and_wait(&mut b, 70_020.0);
+    assert_eq!(refreshes(&fx)[0].2.as_deref(), Some("r1"));
+}
+
+// ---- timeout, logout, abort, dispose ----
+
+#[test]
+fn timeout_rejects_every_waiter_and_discards_the_late_result() {
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    b.get_token(at(70_000.0), || 1);
+    let fx = b.flight_timed_out(flight, at(80_000.0));
+    assert_eq!(rejected(&fx).len(), 2);
+    assert!(rejected(&fx).iter().all(|(_, e)| *e == BrokerError::RefreshTimeout));
+    assert!(fx.contains(&Effect::EndFlight { flight }));
+    assert!(b.attempt_finished(flight, 0, Ok(set("late", Some("r-late"), Some(60.0))), at(81_000.0)).is_empty());
+    assert_eq!(b.access_token(), Some("a1"));
+    // A stale deadline for an ended flight does nothing.
+    assert!(b.flight_timed_out(flight, at(82_000.0)).is_empty());
+}
+
+#[test]
+fn logout_during_refresh_rejects_waiters_and_is_never_undone() {
+    let mut b = logged_in();
+    let e0 = b.epoch();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    let fx = b.logout();
+    assert_eq!(rejected(&fx), vec![(0, BrokerError::LoggedOut)]);
+    assert!(events(&fx).contains(&Event::Logout));
+    assert_eq!(b.epoch(), e0 + 1);
+    assert!(b.attempt_finished(flight, 0, Ok(set("a2", Some("r2"), Some(60.0))), at(70_100.0)).is_empty());
+    assert_eq!(b.state(), State::Anonymous);
+    assert_eq!(b.get_token(at(70_200.0), || 1).0, Get::Fail(BrokerError::NotAuthenticated));
+}
+
+#[test]
+fn abort_rejects_only_that_waiter() {
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    let Get::Wait(id1) = b.get_token(at(70_000.0), || 1).0 else { panic!() };
+    b.get_token(at(70_000.0), || 2);
+    assert_eq!(b.abort_waiter(id1), Some(1));
+    assert_eq!(b.abort_waiter(id1), None, "already gone");
+    let fx = b.attempt_finished(flight, 0, Ok(set("a2", None, Some(60.0))), at(70_100.0));
+    let mut got: Vec<u32> = resolved(&fx).into_iter().map(|x| x.0).collect();
+    got.sort_unstable();
+    assert_eq!(got, vec![0, 2]);
+    assert_eq!(b.abort_waiter(0), None, "settled waiters cannot be aborted");
+}
+
+#[test]
+fn refresh_goes_on_when_every_waiter_aborted() {
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    assert_eq!(b.abort_waiter(0), Some(0));
+    let fx = b.attempt_finished(flight, 0, Ok(set("a2", None, Some(60.0))), at(70_100.0));
+    assert!(resolved(&fx).is_empty());
+    assert_eq!(b.access_token(), Some("a2"));
+}
+
+#[test]
+fn set_tokens_during_refresh_serves_waiters_and_discards_the_refresh() {
+    let mut b = logged_in();
+    let e0 = b.epoch();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    let fx = b.set_tokens(set("x1", Some("y1"), Some(60.0)), at(70_050.0));
+    assert_eq!(resolved(&fx), vec![(0, "x1".into())]);
+    assert_eq!(b.epoch(), e0 + 1);
+    assert!(b.attempt_finished(flight, 0, Ok(set("a2", Some("r2"), Some(60.0))), at(70_100.0)).is_empty());
+    assert_eq!(b.access_token(), Some("x1"));
+}
+
+#[test]
+fn dispose_rejects_waiters_and_every_later_call() {
+    let mut b = logged_in();
+    expire_and_wait(&mut b, 70_000.0);
+    let fx = b.dispose();
+    assert_eq!(rejected(&fx), vec![(0, BrokerError::Disposed)]);
+    assert_eq!(schedule(&fx), Some(None));
+    assert_eq!(b.get_token(at(70_100.0), || 1).0, Get::Fail(BrokerError::Disposed));
+    assert!(b.set_tokens(set("a", None, None), at(0.0)).is_empty());
+    assert!(b.tick(at(0.0)).is_empty());
+}
+
+// ---- proactive refresh and clocks ----
+
+#[test]
+fn proactive_timer_refreshes_in_the_background() {
+    let mut b = logged_in();
+    assert_eq!(b.tick(at(10_000.0)), vec![Effect::Schedule(Some(40_000.0))], "early tick re-arms");
+    let fx = b.tick(at(50_000.0));
+    assert_eq!(refreshes(&fx).len(), 1);
+    assert_eq!(events(&fx), vec![Event::RefreshStart { reason: RefreshReason::Proactive }]);
+    let fx = b.attempt_finished(1, 0, Ok(set("a2", Some("r2"), Some(60.0))), at(50_100.0));
+    assert!(resolved(&fx).is_empty());
+    assert_eq!(schedule(&fx), Some(Some(50_000.0)));
+}
+
+#[test]
+fn failing_proactive_refresh_backs_off_instead_of_looping() {
+    let mut b = B::new(Config { refresh_retries: 0, leeway_ms: 30_000.0, ..Config::default() });
+    b.set_tokens(set("a1", Some("r1"), Some(300.0)), at(0.0));
+    let mut t = 270_000.0;
+    let mut delays = vec![];
+    for _ in 0..4 {
+        let fx = b.tick(at(t));
+        let (flight, ..) = refreshes(&fx)[0].clone();
+        let fx = b.attempt_finished(flight, 0, Err(transient()), at(t));
+        let d = schedule(&fx).flatten().expect("re-armed while the token lives");
+        delays.push(d);
+        t += d;
+    }
+    assert_eq!(delays, vec![1_000.0, 2_000.0, 4_000.0, 8_000.0]);
+    // Once expired, the timer stops; requests refresh on demand.
+    let fx = b.tick(at(300_000.0));
+    let (flight, ..) = refreshes(&fx)[0].clone();
+    let fx = b.attempt_finished(flight, 0, Err(transient()), at(300_001.0));
+    assert_eq!(schedule(&fx), Some(None));
+}
+
+#[test]
+fn client_clock_ten_minutes_fast_causes_no_refresh_storm() {
+    // Tokens live 5 minutes; the client's wall clock is 10 minutes ahead of the server's.
+    let fast = 600_000.0;
+    for use_jwt in [false, true] {
+        let mut b = B::new(Config::default());
+        let now = Now { wall_ms: T0 + fast, mono_ms: 0.0 };
+        let (access, expires_in) = if use_jwt {
+            let iat = T0 / 1000.0;
+            (jwt(&format!(r#"{{"iat":{iat},"exp":{}}}"#, iat + 300.0)), Field::Absent)
+        } else {
+            ("a1".to_string(), Field::Num(300.0))
+        };
+        let ts = parse_token_set(Field::Str(access), Field::Str("r1".into()), expires_in, now.wall_ms, 0.0).unwrap();
+        b.set_tokens(ts, now);
+        let mut flights = 0;
+        for s in 0..300 {
+            let t = Now { wall_ms: now.wall_ms + f64::from(s) * 1000.0, mono_ms: f64::from(s) * 1000.0 };
+            let (get, fx) = b.get_token(t, || s);
+            flights += refreshes(&fx).len();
+            if let Get::Wait(_) = get {
+                let f = refreshes(&fx).first().map(|r| r.0).unwrap_or(b.next_flight);
+                b.attempt_finished(f, 0, Ok(set(&format!("a{s}"), None, Some(300.0))), t);
+            }
+        }
+        // One refresh each 270 s (300 s minus the 30 s leeway), not one per call.
+        assert_eq!(flights, 1, "jwt={use_jwt}");
+    }
+}
+
+#[test]
+fn sleep_and_wall_clock_jumps_count_as_elapsed_time() {
+    let mut b = logged_in();
+    // Laptop slept 2 minutes: the monotonic clock paused, the wall clock moved.
+    let wake = Now { wall_ms: T0 + 120_000.0, mono_ms: T0 + 5_000.0 };
+    assert_eq!(refreshes(&b.get_token(wake, || 0).1).len(), 1);
+    // A user setting the wall clock back does not make an old token young.
+    let mut b = logged_in();
+    let back = Now { wall_ms: T0 - 7_200_000.0, mono_ms: T0 + 120_000.0 };
+    assert_eq!(refreshes(&b.get_token(back, || 0).1).len(), 1);
+}
+
+#[test]
+fn unknown_lifetime_trusts_the_token_until_a_401() {
+    let mut b = B::new(Config::default());
+    b.set_tokens(set("opaque", Some("r"), None), at(0.0));
+    assert_eq!(b.get_token(at(1e12), || 0).0, Get::Ready("opaque".into()));
+    assert_eq!(schedule(&b.tick(at(1e12))), Some(None));
+    assert_eq!(refreshes(&b.token_rejected("opaque", at(1e12), || 0).1).len(), 1);
+}
+
+// ---- cookie mode, states, generations ----
+
+#[test]
+fn cookie_mode_refreshes_without_tokens_until_logout() {
+    let mut b = B::new(Config { refresh_when_anonymous: true, ..Config::default() });
+    let (get, fx) = b.get_token(at(0.0), || 0);
+    assert!(matches!(get, Get::Wait(_)));
+    assert_eq!(refreshes(&fx), vec![(1, 0, None, 0.0)]);
+    assert_eq!(events(&fx)[0], Event::RefreshStart { reason: RefreshReason::Anonymous });
+    let fx = b.attempt_finished(1, 0, Ok(set("a1", None, Some(60.0))), at(10.0));
+    assert_eq!(resolved(&fx), vec![(0, "a1".into())]);
+    b.logout();
+    assert_eq!(b.get_token(at(20.0), || 1).0, Get::Fail(BrokerError::NotAuthenticated));
+}
+
+#[test]
+fn states_and_generations_follow_the_transitions() {
+    let mut b = B::new(Config::default());
+    assert_eq!((b.state(), b.generation(), b.epoch()), (State::Anonymous, 0, 0));
+    b.set_tokens(set("a1", Some("r1"), Some(60.0)), at(0.0));
+    assert_eq!((b.state(), b.generation(), b.epoch()), (State::Valid, 1, 1));
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    assert_eq!(b.state(), State::Refreshing);
+    b.attempt_finished(flight, 0, Ok(set("a2", None, Some(60.0))), at(70_001.0));
+    assert_eq!((b.state(), b.generation(), b.epoch()), (State::Valid, 2, 1), "a refresh is not a new epoch");
+    let (flight, _) = expire_and_wait(&mut b, 140_000.0);
+    b.attempt_finished(flight, 0, Err(Failure::Terminal), at(140_001.0));
+    assert_eq!(b.state(), State::Expired);
+    b.logout();
+    assert_eq!((b.state(), b.epoch()), (State::Anonymous, 2));
+    for (s, js) in [(State::Anonymous, "anonymous"), (State::Valid, "valid"), (State::Refreshing, "refreshing"), (State::Expired, "expired")] {
+        assert_eq!(s.as_str(), js);
+    }
+}
+
+#[test]
+fn server_offset_is_kept_only_when_finite() {
+    let mut b = B::new(Config::default());
+    b.set_server_offset_ms(-5.0);
+    b.set_server_offset_ms(f64::NAN);
+    assert_eq!(b.server_offset_ms(), -5.0);
+}

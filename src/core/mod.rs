@@ -1,0 +1,16 @@
+//! The sans-IO core: token state, single-flight refresh, expiry math, policy and error codes.
+//!
+//! Nothing here touches the browser. Time comes in as a [`Now`] value, inputs come in as
+//! method calls and decisions go out as [`Effect`] values that the boundary carries out.
+
+mod broker;
+mod error;
+mod expiry;
+mod policy;
+mod token;
+
+pub use broker::{Broker, Config, Effect, Event, Get, RefreshReason, State};
+pub use error::BrokerError;
+pub use expiry::Now;
+pub use policy::{classify_failure, refresh_on_401, Failure};
+pub use token::{parse_token_set, Field, TokenSet};
