@@ -662,20 +662,22 @@ impl TokenBroker {
             Get::Ready(token) => Promise::resolve(&self.token_value(token)),
             Get::Fail(e) => Promise::reject(&js_error(e, None, &JsValue::UNDEFINED)),
             Get::Wait(id) => {
-                let weak = Rc::downgrade(&self.inner);
-                future_to_promise(async move {
-                    let abort = signal.map(|s| {
-                        let target = s.clone();
-                        let cb = Closure::<dyn FnMut()>::new(move || {
-                            let Some(inner) = weak.upgrade() else { return };
-                            let w = inner.core.borrow_mut().abort_waiter(id);
-                            if let Some(w) = w {
-                                let _ = w.send(Err(js_error(BrokerError::Aborted, None, &target.reason())));
-                            }
-                        });
-                        let _ = s.add_event_listener_with_callback("abort", cb.as_ref().unchecked_ref());
-                        (s, cb)
+                // Listen before returning: the caller may abort synchronously, before the
+                // future below is first polled.
+                let abort = signal.map(|s| {
+                    let weak = Rc::downgrade(&self.inner);
+                    let target = s.clone();
+                    let cb = Closure::<dyn FnMut()>::new(move || {
+                        let Some(inner) = weak.upgrade() else { return };
+                        let w = inner.core.borrow_mut().abort_waiter(id);
+                        if let Some(w) = w {
+                            let _ = w.send(Err(js_error(BrokerError::Aborted, None, &target.reason())));
+                        }
                     });
+                    let _ = s.add_event_listener_with_callback("abort", cb.as_ref().unchecked_ref());
+                    (s, cb)
+                });
+                future_to_promise(async move {
                     let result = rx.await;
                     if let Some((s, cb)) = abort {
                         let _ = s.remove_event_listener_with_callback("abort", cb.as_ref().unchecked_ref());
