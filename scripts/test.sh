@@ -15,7 +15,7 @@ if grep -rnE 'wasm_bindgen|js_sys|web_sys|gloo' src/core; then
 fi
 
 echo "== ring 2: the WebAssembly boundary in headless Chromium (wasm-pack test)"
-wasm-pack test --headless --chrome --release 2>&1
+wasm-pack test --headless --chrome 2>&1
 
 echo "== ring 3: package build"
 node scripts/build.mjs

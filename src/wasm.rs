@@ -104,7 +104,7 @@ fn token_set(v: &JsValue, server_offset_ms: f64) -> Result<core::TokenSet, Broke
 }
 
 fn seconds(v: &JsValue) -> Option<f64> {
-    v.as_f64().or_else(|| v.as_string().and_then(|s| s.trim().parse::<u32>().ok().map(f64::from)))
+    v.as_f64().or_else(|| v.as_string().and_then(|s| core::parse_seconds(&s)))
 }
 
 /// Classifies a rejection of the user's refresh function from the error itself (axios and
@@ -363,7 +363,7 @@ async fn post_refresh(
             inner.core.borrow_mut().set_server_offset_ms(server - js_sys::Date::now());
         }
     }
-    let retry_after = h.get("retry-after").ok().flatten().and_then(|s| s.trim().parse::<u32>().ok()).map(f64::from);
+    let retry_after = h.get("retry-after").ok().flatten().and_then(|s| core::parse_seconds(&s));
     let json = match response.json() {
         Ok(p) => JsFuture::from(p).await.ok(),
         Err(_) => None,

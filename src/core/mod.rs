@@ -13,4 +13,4 @@ pub use broker::{Broker, Config, Effect, Event, Get, RefreshReason, State};
 pub use error::BrokerError;
 pub use expiry::Now;
 pub use policy::{classify_failure, refresh_on_401, Failure};
-pub use token::{parse_token_set, Field, TokenSet};
+pub use token::{parse_seconds, parse_token_set, Field, TokenSet};

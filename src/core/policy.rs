@@ -52,37 +52,46 @@ pub fn classify_failure(
 /// header (often hidden by CORS) counts as bare.
 pub fn refresh_on_401(www_authenticate: Option<&str>) -> bool {
     let Some(h) = www_authenticate else { return true };
-    let lower = h.to_ascii_lowercase();
-    let b = lower.as_bytes();
+    // Byte-level scan (no string slicing): keeps panics, and their formatting code, out of the .wasm.
+    let b = h.as_bytes();
+    let lower = |i: usize| b.get(i).map(u8::to_ascii_lowercase);
+    let skip_spaces = |mut j: usize| {
+        while lower(j) == Some(b' ') {
+            j += 1;
+        }
+        j
+    };
     let mut saw_error = false;
     let mut i = 0;
-    while let Some(pos) = lower[i..].find("error") {
-        let at = i + pos;
-        i = at + 5;
-        let boundary = at == 0 || matches!(b[at - 1], b' ' | b',' | b'\t');
-        let mut j = i;
-        while b.get(j) == Some(&b' ') {
-            j += 1;
+    while i < b.len() {
+        let at = i;
+        i += 1;
+        let is_key = (0..5).all(|k| lower(at + k) == Some(b"error"[k]));
+        let boundary = at == 0 || matches!(lower(at - 1), Some(b' ' | b',' | b'\t'));
+        if !is_key || !boundary {
+            continue;
         }
-        if !boundary || b.get(j) != Some(&b'=') {
-            continue; // error_description, error_uri, or text inside a value
+        let mut j = skip_spaces(at + 5);
+        if lower(j) != Some(b'=') {
+            continue; // error_description, error_uri
         }
-        j += 1;
-        while b.get(j) == Some(&b' ') {
-            j += 1;
-        }
-        let quoted = b.get(j) == Some(&b'"');
+        j = skip_spaces(j + 1);
+        let quoted = lower(j) == Some(b'"');
         if quoted {
             j += 1;
         }
-        let end = lower[j..]
-            .find(|c: char| if quoted { c == '"' } else { c == ',' || c == ' ' })
-            .map_or(lower.len(), |e| j + e);
-        if &lower[j..end] == "invalid_token" {
+        let mut end = j;
+        while let Some(c) = lower(end) {
+            if (quoted && c == b'"') || (!quoted && (c == b',' || c == b' ')) {
+                break;
+            }
+            end += 1;
+        }
+        if end - j == 13 && (0..13).all(|k| lower(j + k) == Some(b"invalid_token"[k])) {
             return true;
         }
         saw_error = true;
-        i = end;
+        i = end + 1;
     }
     !saw_error
 }

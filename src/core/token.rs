@@ -75,7 +75,8 @@ fn is_header_safe(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
-fn parse_seconds(s: &str) -> Option<f64> {
+/// Whole seconds from a string such as `"3600"` or a `Retry-After` value (HTTP dates: `None`).
+pub fn parse_seconds(s: &str) -> Option<f64> {
     let s = s.trim();
     if s.is_empty() || s.len() > 12 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -122,57 +123,52 @@ fn base64url_decode(s: &str) -> Option<Vec<u8>> {
 /// Finds the numeric `exp` and `iat` members of a top-level JSON object. A tiny scanner,
 /// not a parser: it tracks strings and nesting depth so nested `exp` keys are ignored.
 fn scan_top_level_numbers(json: &[u8]) -> Option<(Option<f64>, Option<f64>)> {
-    let mut i = 0;
-    let skip_ws = |i: &mut usize| {
-        while *i < json.len() && json[*i].is_ascii_whitespace() {
-            *i += 1;
+    let skip_ws = |mut i: usize| {
+        while json.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
         }
+        i
     };
-    skip_ws(&mut i);
+    let mut i = skip_ws(0);
     if json.get(i) != Some(&b'{') {
         return None;
     }
     let (mut exp, mut iat) = (None, None);
     let mut depth = 0usize;
     let mut expect_key = false;
-    while i < json.len() {
-        match json[i] {
+    while let Some(&c) = json.get(i) {
+        i += 1;
+        match c {
             b'{' | b'[' => {
                 depth += 1;
-                expect_key = json[i] == b'{' && depth == 1;
-                i += 1;
+                expect_key = c == b'{' && depth == 1;
             }
-            b'}' | b']' => {
-                depth = depth.checked_sub(1)?;
-                i += 1;
-            }
-            b',' => {
-                expect_key = depth == 1;
-                i += 1;
-            }
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            b',' => expect_key = depth == 1,
             b'"' => {
-                let start = i + 1;
-                i = start;
-                while i < json.len() && json[i] != b'"' {
-                    i += if json[i] == b'\\' { 2 } else { 1 };
+                let start = i;
+                while let Some(&q) = json.get(i) {
+                    if q == b'"' {
+                        break;
+                    }
+                    i += if q == b'\\' { 2 } else { 1 };
                 }
                 let key = json.get(start..i)?;
                 i += 1;
                 if expect_key {
                     expect_key = false;
-                    skip_ws(&mut i);
+                    i = skip_ws(i);
                     if json.get(i) != Some(&b':') {
                         return None;
                     }
-                    i += 1;
-                    skip_ws(&mut i);
+                    i = skip_ws(i + 1);
                     if key == b"exp" || key == b"iat" {
                         let n = parse_json_number(json, &mut i);
                         if key == b"exp" { exp = n } else { iat = n }
                     }
                 }
             }
-            _ => i += 1,
+            _ => {}
         }
     }
     Some((exp, iat))
