@@ -1,0 +1,649 @@
+//! The token endpoints and the protected dashboard API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Map, Value};
+
+use crate::app::{random_b64, App};
+use crate::jwt::Claims;
+use crate::store::{
+    hash_prefix, hash_token, FaultKind, Fresh, Grant, GrantKind, LogInfo, RefreshError,
+};
+use crate::web::{
+    dropped, error_json, json_response, no_store, read_json_value, read_params, static_file,
+    with_info,
+};
+
+pub const COOKIE_NAME: &str = "tb_refresh";
+/// Test users; the password is the user name.
+const USERS: [&str; 3] = ["demo", "alice", "bob"];
+/// A hung request is answered (by dropping the connection) after at most this long.
+const HANG_CAP_MS: u64 = 120_000;
+
+fn server_error() -> Response {
+    error_json(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "random number generator unavailable",
+    )
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str, cause: &str) -> Response {
+    no_store(json_response(
+        status,
+        json!({ "error": error, "error_description": description, "cause": cause }),
+    ))
+}
+
+fn invalid_request(description: &str) -> Response {
+    oauth_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        description,
+        "invalid_request",
+    )
+}
+
+/// Whole seconds stay integers in JSON (`60`), fractional ones stay floats (`1.5`).
+fn expires_in_json(secs: f64) -> Value {
+    if secs.fract() == 0.0 && (0.0..9.0e15).contains(&secs) {
+        json!(secs as u64)
+    } else {
+        json!(secs)
+    }
+}
+
+fn refresh_cookie(value: &str, max_age_secs: i64) -> Option<HeaderValue> {
+    // No `Secure`: the test server speaks plain HTTP on loopback.
+    HeaderValue::from_str(&format!(
+        "{COOKIE_NAME}={value}; Path=/auth; HttpOnly; SameSite=Strict; Max-Age={}",
+        max_age_secs.max(0)
+    ))
+    .ok()
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE_NAME)
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// `Ok(None)` = absent; a present non-string value is a client error (`Err` = its description).
+fn string_param<'a>(params: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(format!("{name} must be a string")),
+    }
+}
+
+fn token_response(app: &App, grant: &Grant, include_refresh: bool) -> Response {
+    let access = app.sign(&grant.claims);
+    let mut body = json!({
+        "access_token": access,
+        "expires_in": expires_in_json(grant.expires_in),
+        "token_type": "Bearer",
+    });
+    if let (true, Some(rt), Some(obj)) =
+        (include_refresh, &grant.refresh_token, body.as_object_mut())
+    {
+        obj.insert("refresh_token".into(), json!(rt));
+    }
+    let mut resp = no_store(json_response(StatusCode::OK, body));
+    if let Some(rt) = &grant.refresh_token {
+        let max_age = (grant.family_expires_ms - grant.now_ms) / 1000;
+        if let Some(c) = refresh_cookie(rt, max_age) {
+            resp.headers_mut().insert(header::SET_COOKIE, c);
+        }
+    }
+    resp
+}
+
+fn grant_info(presented: Option<&str>, grant: &Grant) -> LogInfo {
+    LogInfo {
+        refresh_token_hash_prefix: presented.map(|t| hash_prefix(&hash_token(t))),
+        token_family: Some(grant.claims.fam.clone()),
+        outcome: Some(grant.kind.outcome().to_string()),
+        issued_jti: Some(grant.claims.jti.clone()),
+        issued_generation: Some(grant.claims.gen),
+        issued_refresh_hash_prefix: grant.refresh_hash.as_ref().map(hash_prefix),
+        ..LogInfo::default()
+    }
+}
+
+// ---------- POST /auth/login ----------
+
+pub async fn login(State(app): State<Arc<App>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let params = match read_params(&parts.headers, body).await {
+        Ok(p) => p,
+        Err(e) => return no_store(e.response()),
+    };
+    let (user, pass) = match (
+        string_param(&params, "username"),
+        string_param(&params, "password"),
+    ) {
+        (Ok(Some(u)), Ok(Some(p))) => (u.to_string(), p.to_string()),
+        (Err(d), _) | (_, Err(d)) => return invalid_request(&d),
+        _ => return invalid_request("username and password are required"),
+    };
+    let cookie_only = matches!(params.get("cookie_only"), Some(Value::Bool(true)))
+        || matches!(params.get("cookie_only"), Some(Value::String(s)) if s == "true" || s == "1");
+    if !(USERS.contains(&user.as_str()) && user == pass) {
+        app.lock().stats.login_failures += 1;
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "invalid username or password",
+            "bad_credentials",
+        );
+    }
+    let (fresh, family) = match (Fresh::generate(), random_b64(12)) {
+        (Ok(f), Ok(id)) => (f, id),
+        _ => return server_error(),
+    };
+    let (grant, delay) = {
+        let mut st = app.lock();
+        let grant = st.login(&user, family, fresh);
+        let delay = st
+            .latency_for("/auth/login")
+            .saturating_add(st.take_delay_next("/auth/login").map_or(0, |d| d.ms));
+        (grant, delay)
+    };
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let info = grant_info(None, &grant);
+    with_info(token_response(&app, &grant, !cookie_only), info)
+}
+
+// ---------- POST /auth/refresh-token ----------
+
+fn refresh_failure(app: &App, resp: Response, info: LogInfo) -> Response {
+    app.lock().stats.refresh_errors += 1;
+    with_info(resp, info)
+}
+
+pub async fn refresh(State(app): State<Arc<App>>, req: Request) -> Response {
+    app.lock().stats.refresh_calls += 1;
+    let path = req.uri().path().to_string();
+    let (parts, body) = req.into_parts();
+    let params = match read_params(&parts.headers, body).await {
+        Ok(p) => p,
+        Err(e) => return refresh_failure(&app, no_store(e.response()), LogInfo::default()),
+    };
+    match string_param(&params, "grant_type") {
+        Ok(None) | Ok(Some("refresh_token")) => {}
+        Ok(Some(_)) => {
+            return refresh_failure(
+                &app,
+                invalid_request("unsupported grant_type: expected refresh_token"),
+                LogInfo::default(),
+            )
+        }
+        Err(d) => return refresh_failure(&app, invalid_request(&d), LogInfo::default()),
+    }
+    let mut from_cookie = false;
+    let presented = match string_param(&params, "refresh_token") {
+        Ok(Some(t)) if !t.is_empty() => t.to_string(),
+        Ok(_) => match cookie_token(&parts.headers) {
+            Some(t) => {
+                from_cookie = true;
+                t
+            }
+            None => {
+                return refresh_failure(
+                    &app,
+                    invalid_request("missing refresh_token (body or tb_refresh cookie)"),
+                    LogInfo::default(),
+                )
+            }
+        },
+        Err(d) => return refresh_failure(&app, invalid_request(&d), LogInfo::default()),
+    };
+    let hash = hash_token(&presented);
+    let mut info = LogInfo {
+        refresh_token_hash_prefix: Some(hash_prefix(&hash)),
+        ..LogInfo::default()
+    };
+
+    let fault = app.lock().take_fault();
+    let mut rotate = true;
+    let mut after_commit: Option<(FaultKind, u64)> = None;
+    if let Some(f) = fault {
+        info.outcome = Some(format!("fault:{}", fault_name(f.kind)));
+        let retry_after = HeaderValue::from_str(&f.retry_after.to_string()).ok();
+        match f.kind {
+            FaultKind::InvalidGrant => {
+                return refresh_failure(
+                    &app,
+                    oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_grant",
+                        "injected fault: invalid_grant",
+                        "injected",
+                    ),
+                    info,
+                )
+            }
+            FaultKind::InvalidClient => {
+                return refresh_failure(
+                    &app,
+                    oauth_error(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_client",
+                        "injected fault: invalid_client",
+                        "injected",
+                    ),
+                    info,
+                )
+            }
+            FaultKind::Unavailable | FaultKind::RateLimited => {
+                let status = if f.kind == FaultKind::Unavailable {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::TOO_MANY_REQUESTS
+                };
+                let mut r = oauth_error(
+                    status,
+                    "temporarily_unavailable",
+                    "injected fault: try again later",
+                    "injected",
+                );
+                if let Some(v) = retry_after {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return refresh_failure(&app, r, info);
+            }
+            FaultKind::ServerError => {
+                // Fails before the rotation is stored, as a failed write would: nothing consumed.
+                return refresh_failure(
+                    &app,
+                    oauth_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "server_error",
+                        "injected fault: storage failure, nothing consumed",
+                        "injected",
+                    ),
+                    info,
+                );
+            }
+            FaultKind::Hang if !f.commit => {
+                tokio::time::sleep(Duration::from_millis(f.ms.min(HANG_CAP_MS))).await;
+                return dropped(info);
+            }
+            FaultKind::Drop if !f.commit => return dropped(info),
+            FaultKind::Hang => after_commit = Some((FaultKind::Hang, f.ms.min(HANG_CAP_MS))),
+            FaultKind::Drop => after_commit = Some((FaultKind::Drop, 0)),
+            FaultKind::Malformed => {
+                let mut r = no_store(json_response(StatusCode::OK, Value::Null));
+                *r.body_mut() = axum::body::Body::from("{\"access_token\": \"trunc");
+                return refresh_failure(&app, r, info);
+            }
+            FaultKind::NoAccessToken => {
+                return refresh_failure(
+                    &app,
+                    no_store(json_response(
+                        StatusCode::OK,
+                        json!({ "token_type": "Bearer", "expires_in": 60 }),
+                    )),
+                    info,
+                )
+            }
+            FaultKind::NoRefreshToken => rotate = false,
+        }
+    }
+
+    let fresh = match Fresh::generate() {
+        Ok(f) => f,
+        Err(_) => return refresh_failure(&app, server_error(), info),
+    };
+    let (result, delay) = {
+        let mut st = app.lock();
+        let result = st.refresh(&hash, fresh, rotate);
+        let mut delay = st.latency_for(&path);
+        if let Some(d) = st.take_delay_next(&path) {
+            delay = delay.saturating_add(d.ms);
+        }
+        (result, delay)
+    };
+    let grant = match result {
+        Ok(g) => g,
+        Err(e) => {
+            info.outcome = Some(e.cause().to_string());
+            info.token_family = app.lock().family_of(&hash);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            return refresh_failure(&app, refresh_error(e), info);
+        }
+    };
+    let mut ginfo = grant_info(Some(&presented), &grant);
+    if let Some(o) = &info.outcome {
+        ginfo.outcome = Some(format!("{}+{}", grant.kind.outcome(), o));
+    }
+    let waited = delay > 0;
+    if waited {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    match after_commit {
+        Some((FaultKind::Drop, _)) => return dropped(ginfo),
+        Some((_, hang_ms)) => {
+            tokio::time::sleep(Duration::from_millis(hang_ms)).await;
+            return dropped(ginfo);
+        }
+        None => {}
+    }
+    // Without a delay the decision above was atomic; after one, a family revoked meanwhile
+    // (reuse detected elsewhere, logout) must win over this already-committed rotation.
+    if waited && !app.lock().still_active(&grant.claims.fam) {
+        ginfo.outcome = Some(RefreshError::RevokedInFlight.cause().to_string());
+        return refresh_failure(&app, refresh_error(RefreshError::RevokedInFlight), ginfo);
+    }
+    app.lock().stats.refresh_ok += 1;
+    // A cookie-mode client must not see the refresh token: it travels only in the cookie.
+    let include_refresh = grant.kind != GrantKind::AccessOnly && !from_cookie;
+    with_info(token_response(&app, &grant, include_refresh), ginfo)
+}
+
+fn refresh_error(e: RefreshError) -> Response {
+    oauth_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+        e.description(),
+        e.cause(),
+    )
+}
+
+pub fn fault_name(k: FaultKind) -> &'static str {
+    match k {
+        FaultKind::InvalidGrant => "invalid_grant",
+        FaultKind::InvalidClient => "invalid_client",
+        FaultKind::Unavailable => "unavailable",
+        FaultKind::RateLimited => "rate_limited",
+        FaultKind::ServerError => "server_error",
+        FaultKind::Hang => "hang",
+        FaultKind::Drop => "drop",
+        FaultKind::Malformed => "malformed",
+        FaultKind::NoAccessToken => "no_access_token",
+        FaultKind::NoRefreshToken => "no_refresh_token",
+    }
+}
+
+// ---------- POST /auth/logout ----------
+
+pub async fn logout(State(app): State<Arc<App>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let params = match read_params(&parts.headers, body).await {
+        Ok(p) => p,
+        Err(e) => return no_store(e.response()),
+    };
+    let presented = match string_param(&params, "refresh_token") {
+        Ok(Some(t)) if !t.is_empty() => Some(t.to_string()),
+        Ok(_) => cookie_token(&parts.headers),
+        Err(d) => return invalid_request(&d),
+    };
+    let bearer_family = match bearer(&parts.headers) {
+        Bearer::Token(t) => app.verify(&t).ok().map(|c| c.fam),
+        _ => None,
+    };
+    let mut info = LogInfo::default();
+    let revoked = {
+        let mut st = app.lock();
+        let fam = match &presented {
+            Some(t) => {
+                let h = hash_token(t);
+                info.refresh_token_hash_prefix = Some(hash_prefix(&h));
+                st.family_of(&h)
+            }
+            None => bearer_family,
+        };
+        info.token_family = fam.clone();
+        let revoked = fam
+            .map(|f| st.revoke_family(&f, crate::store::EndReason::Logout))
+            .unwrap_or(false);
+        if revoked {
+            st.stats.logouts += 1;
+        }
+        revoked
+    };
+    info.outcome = Some(if revoked { "logout" } else { "logout_noop" }.to_string());
+    let mut resp = no_store(json_response(StatusCode::OK, json!({ "revoked": revoked })));
+    if let Some(c) = refresh_cookie("", 0) {
+        resp.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    with_info(resp, info)
+}
+
+// ---------- protected API ----------
+
+enum Bearer {
+    Missing,
+    Token(String),
+}
+
+fn bearer(headers: &HeaderMap) -> Bearer {
+    let Some(raw) = headers.get(header::AUTHORIZATION) else {
+        return Bearer::Missing;
+    };
+    let raw = String::from_utf8_lossy(raw.as_bytes());
+    let raw = raw.trim();
+    let (scheme, rest) = raw.split_once(' ').unwrap_or((raw, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Bearer::Token(rest.trim().to_string())
+    } else {
+        // Another scheme carries no bearer credentials: RFC 6750 answers as for none.
+        Bearer::Missing
+    }
+}
+
+enum Auth {
+    Ok(Claims),
+    Missing,
+    Invalid(&'static str, Option<Claims>),
+}
+
+fn authenticate(app: &App, headers: &HeaderMap) -> Auth {
+    let token = match bearer(headers) {
+        Bearer::Missing => return Auth::Missing,
+        Bearer::Token(t) => t,
+    };
+    let claims = match app.verify(&token) {
+        Ok(c) => c,
+        Err(e) => return Auth::Invalid(e.description(), None),
+    };
+    match app.lock().check_access(&claims) {
+        Ok(()) => Auth::Ok(claims),
+        Err(e) => Auth::Invalid(e.description(), Some(claims)),
+    }
+}
+
+fn www_authenticate(resp: &mut Response, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+}
+
+fn unauthorized(auth: &Auth) -> Response {
+    match auth {
+        Auth::Invalid(desc, _) => {
+            let mut r = error_json(StatusCode::UNAUTHORIZED, "invalid_token", desc);
+            www_authenticate(
+                &mut r,
+                &format!("Bearer error=\"invalid_token\", error_description=\"{desc}\""),
+            );
+            r
+        }
+        _ => {
+            let mut r = error_json(StatusCode::UNAUTHORIZED, "unauthorized", "no access token");
+            www_authenticate(&mut r, "Bearer");
+            r
+        }
+    }
+}
+
+fn auth_info(auth: &Auth) -> LogInfo {
+    let (claims, outcome) = match auth {
+        Auth::Ok(c) => (Some(c), "ok".to_string()),
+        Auth::Missing => (None, "no_token".to_string()),
+        Auth::Invalid(d, c) => (c.as_ref(), format!("invalid_token: {d}")),
+    };
+    LogInfo {
+        token_jti: claims.map(|c| c.jti.clone()),
+        token_generation: claims.map(|c| c.gen),
+        token_family: claims.map(|c| c.fam.clone()),
+        outcome: Some(outcome),
+        ..LogInfo::default()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Stats(&'static str, i64),
+    Orders,
+    Scoped,
+}
+
+fn endpoint_for(path: &str) -> Option<Endpoint> {
+    Some(match path {
+        "/statistics" => Endpoint::Stats("statistics", 42),
+        "/other-statistics" => Endpoint::Stats("other-statistics", 7),
+        "/event-more-statistics" => Endpoint::Stats("event-more-statistics", 13),
+        "/final-statistics" => Endpoint::Stats("final-statistics", 99),
+        "/orders" => Endpoint::Orders,
+        "/scoped" => Endpoint::Scoped,
+        _ => return None,
+    })
+}
+
+/// All protected endpoints: the token is judged at arrival, the answer may be held back by
+/// injected latency, so a test can receive a 401 "late", after a refresh has finished.
+pub async fn protected(State(app): State<Arc<App>>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let Some(endpoint) = endpoint_for(&path) else {
+        return error_json(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+    };
+    let query = req.uri().query().unwrap_or("").to_string();
+    let (parts, body) = req.into_parts();
+    let mut auth = authenticate(&app, &parts.headers);
+    let (delay, forced) = {
+        let mut st = app.lock();
+        let next = st.take_delay_next(&path);
+        let forced = st.always_401 || next.as_ref().and_then(|d| d.status) == Some(401);
+        (
+            st.latency_for(&path)
+                .saturating_add(next.map_or(0, |d| d.ms)),
+            forced,
+        )
+    };
+    if forced {
+        let claims = match auth {
+            Auth::Ok(c) | Auth::Invalid(_, Some(c)) => Some(c),
+            _ => None,
+        };
+        auth = Auth::Invalid("rejected by test control", claims);
+    }
+    let mut info = auth_info(&auth);
+    let resp = match (&auth, endpoint) {
+        (Auth::Ok(c), Endpoint::Stats(name, value)) => {
+            app.lock().stats.api_ok += 1;
+            json_response(
+                StatusCode::OK,
+                json!({ "endpoint": name, "value": value, "sub": c.sub, "gen": c.gen, "at": crate::store::wall_ms() }),
+            )
+        }
+        (Auth::Ok(c), Endpoint::Orders) => {
+            let body = match read_json_value(&parts.headers, body).await {
+                Ok(v) => v,
+                Err(e) => return with_info(e.response(), info),
+            };
+            let key = parts
+                .headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let mut st = app.lock();
+            let recorded = key.as_ref().and_then(|k| st.orders_by_key.get(k).cloned());
+            let out = match recorded {
+                Some(mut prev) => {
+                    // Same Idempotency-Key: the side effect happened once already.
+                    if let Some(o) = prev.as_object_mut() {
+                        o.insert("replayed".into(), json!(true));
+                    }
+                    info.outcome = Some("order_replayed".into());
+                    prev
+                }
+                None => {
+                    let id = st.next_order_id;
+                    st.next_order_id += 1;
+                    st.stats.orders += 1;
+                    let v = json!({ "order": body, "id": id, "sub": c.sub });
+                    if let Some(k) = key {
+                        st.orders_by_key.insert(k, v.clone());
+                    }
+                    info.outcome = Some("order_recorded".into());
+                    v
+                }
+            };
+            st.stats.api_ok += 1;
+            json_response(StatusCode::OK, out)
+        }
+        (Auth::Ok(_), Endpoint::Scoped) => {
+            let status = if query.split('&').any(|kv| kv == "status=403") {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            info.outcome = Some("insufficient_scope".into());
+            let mut r = json_response(
+                status,
+                json!({ "error": "insufficient_scope", "error_description": "requires scope admin", "scope": "admin" }),
+            );
+            www_authenticate(
+                &mut r,
+                "Bearer error=\"insufficient_scope\", error_description=\"requires scope admin\", scope=\"admin\"",
+            );
+            r
+        }
+        _ => unauthorized(&auth),
+    };
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    with_info(resp, info)
+}
+
+pub async fn forbidden() -> Response {
+    error_json(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this endpoint always refuses",
+    )
+}
+
+/// Unknown paths: static files when `--static` is given, JSON 404 otherwise.
+pub async fn fallback(State(app): State<Arc<App>>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    if let Some(dir) = &app.cfg.static_dir {
+        let is_read = req.method() == Method::GET || req.method() == Method::HEAD;
+        if is_read && !path.starts_with("/__control") {
+            if let Some(r) = static_file(dir, &path).await {
+                return r;
+            }
+        }
+    }
+    error_json(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("no route for {path}"),
+    )
+}

@@ -1,0 +1,60 @@
+//! Shared application object: configuration, signing key and the one state mutex.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::config::Config;
+use crate::jwt::{self, Claims, JwtError};
+use crate::store::{hash_token, Fresh, Runtime, State};
+
+pub struct App {
+    /// The configuration given at start; `/__control/reset` returns to it.
+    pub cfg: Config,
+    key: [u8; 32],
+    state: Mutex<State>,
+}
+
+pub fn random_b64(n: usize) -> Result<String, getrandom::Error> {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf)?;
+    Ok(URL_SAFE_NO_PAD.encode(buf))
+}
+
+impl Fresh {
+    pub fn generate() -> Result<Fresh, getrandom::Error> {
+        let refresh = random_b64(32)?;
+        Ok(Fresh {
+            refresh_hash: hash_token(&refresh),
+            refresh,
+            jti: random_b64(16)?,
+        })
+    }
+}
+
+impl App {
+    pub fn new(cfg: Config) -> std::io::Result<App> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let state = State::new(Runtime::from_config(&cfg));
+        Ok(App {
+            cfg,
+            key,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// A panic elsewhere must not wedge the server: the state stays usable after poisoning.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn sign(&self, claims: &Claims) -> String {
+        jwt::sign(&self.key, claims)
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, JwtError> {
+        jwt::verify(&self.key, token)
+    }
+}

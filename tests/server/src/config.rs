@@ -1,0 +1,171 @@
+//! Command-line configuration of the reference server.
+
+use std::path::PathBuf;
+
+pub const USAGE: &str = "\
+token-server: reference token server for token-broker tests
+
+USAGE: token-server [OPTIONS]
+
+  --port N                    main listener on 127.0.0.1:N (0 = free port; default 0)
+  --foreign-port N            second, \"foreign origin\" listener (0 = free port; default 0)
+  --access-ttl SECONDS        access-token lifetime, fractional allowed (default 60)
+  --grace SECONDS             refresh-token reuse grace window (default 0 = strict)
+  --grace-max-uses N          replays allowed per rotated token inside the window (default 100)
+  --family-lifetime SECONDS   absolute refresh-token family lifetime (default 2592000 = 30 days)
+  --idle-timeout SECONDS      refresh-token family idle timeout (default: none)
+  --cors-origin ORIGIN        allowed CORS origin, repeatable; '*' reflects any origin (default '*')
+  --no-expose-www-authenticate  leave WWW-Authenticate out of Access-Control-Expose-Headers
+  --test-controls             enable the /__control/... API
+  --static DIR                serve DIR at / (index.html fallback)
+  --help                      this text
+
+On start, exactly one line is printed to stdout:
+  {\"listening\":\"http://127.0.0.1:PORT\",\"foreign\":\"http://127.0.0.1:PORT2\"}
+";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CorsPolicy {
+    /// Reflect whatever `Origin` arrives (never `*`, because credentials are allowed).
+    AnyOrigin,
+    Origins(Vec<String>),
+}
+
+impl CorsPolicy {
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            CorsPolicy::AnyOrigin => true,
+            CorsPolicy::Origins(list) => list.iter().any(|o| o == origin),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub port: u16,
+    pub foreign_port: u16,
+    /// Seconds; fractional values are honoured to the millisecond.
+    pub access_ttl: f64,
+    pub grace: f64,
+    pub grace_max_uses: u32,
+    pub family_lifetime: f64,
+    pub idle_timeout: Option<f64>,
+    pub cors: CorsPolicy,
+    pub expose_www_authenticate: bool,
+    pub test_controls: bool,
+    pub static_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            port: 0,
+            foreign_port: 0,
+            access_ttl: 60.0,
+            grace: 0.0,
+            grace_max_uses: 100,
+            family_lifetime: 30.0 * 24.0 * 3600.0,
+            idle_timeout: None,
+            cors: CorsPolicy::AnyOrigin,
+            expose_www_authenticate: true,
+            test_controls: false,
+            static_dir: None,
+        }
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Config),
+    Help,
+}
+
+/// Non-negative, finite seconds; `what` names the flag in the error.
+pub fn parse_seconds(what: &str, raw: &str) -> Result<f64, String> {
+    let v: f64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("{what}: '{raw}' is not a number of seconds"))?;
+    check_seconds(what, v)
+}
+
+pub fn check_seconds(what: &str, v: f64) -> Result<f64, String> {
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("{what}: must be a finite number >= 0, got {v}"));
+    }
+    // Beyond ~100 years the millisecond arithmetic would only invite overflow.
+    if v > 3.2e9 {
+        return Err(format!("{what}: {v} seconds is too large"));
+    }
+    Ok(v)
+}
+
+impl Config {
+    pub fn from_args<I, S>(args: I) -> Result<Command, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut cfg = Config::default();
+        let mut origins: Vec<String> = Vec::new();
+        let mut it = args.into_iter().map(Into::into);
+        while let Some(arg) = it.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+                _ => (arg.clone(), None),
+            };
+            let mut value = |name: &str| -> Result<String, String> {
+                match &inline {
+                    Some(v) => Ok(v.clone()),
+                    None => it.next().ok_or_else(|| format!("{name} needs a value")),
+                }
+            };
+            match flag.as_str() {
+                "--help" | "-h" => return Ok(Command::Help),
+                "--port" => cfg.port = parse_port("--port", &value("--port")?)?,
+                "--foreign-port" => {
+                    cfg.foreign_port = parse_port("--foreign-port", &value("--foreign-port")?)?
+                }
+                "--access-ttl" => {
+                    let v = parse_seconds("--access-ttl", &value("--access-ttl")?)?;
+                    if v < 0.001 {
+                        return Err("--access-ttl: must be at least 0.001 seconds".into());
+                    }
+                    cfg.access_ttl = v;
+                }
+                "--grace" => cfg.grace = parse_seconds("--grace", &value("--grace")?)?,
+                "--grace-max-uses" => {
+                    let raw = value("--grace-max-uses")?;
+                    cfg.grace_max_uses = raw
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("--grace-max-uses: '{raw}' is not a count"))?;
+                }
+                "--family-lifetime" => {
+                    cfg.family_lifetime =
+                        parse_seconds("--family-lifetime", &value("--family-lifetime")?)?
+                }
+                "--idle-timeout" => {
+                    let v = parse_seconds("--idle-timeout", &value("--idle-timeout")?)?;
+                    cfg.idle_timeout = if v > 0.0 { Some(v) } else { None };
+                }
+                "--cors-origin" => origins.push(value("--cors-origin")?.trim().to_string()),
+                "--no-expose-www-authenticate" => cfg.expose_www_authenticate = false,
+                "--test-controls" => cfg.test_controls = true,
+                "--static" => cfg.static_dir = Some(PathBuf::from(value("--static")?)),
+                other => return Err(format!("unknown argument '{other}'")),
+            }
+        }
+        if !origins.is_empty() && !origins.iter().any(|o| o == "*") {
+            cfg.cors = CorsPolicy::Origins(origins);
+        }
+        Ok(Command::Run(cfg))
+    }
+}
+
+fn parse_port(what: &str, raw: &str) -> Result<u16, String> {
+    raw.trim()
+        .parse()
+        .map_err(|_| format!("{what}: '{raw}' is not a port number"))
+}

@@ -1,0 +1,504 @@
+//! HTTP plumbing: the accept loop (which can drop a connection on purpose), body reading
+//! with a size limit, CORS, the request log, JSON error bodies, static files, and the
+//! "foreign origin" listener.
+
+use std::convert::Infallible;
+use std::path::{Component, Path};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::store::LogInfo;
+
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Oversized bodies are read and discarded up to here, so the client gets its 413 instead
+/// of a reset connection; beyond it the connection is simply closed.
+const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
+
+pub const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
+pub const ALLOW_HEADERS: &str = "Authorization, Content-Type, Idempotency-Key";
+
+/// Marker in response extensions: close the connection instead of sending this response.
+#[derive(Clone, Copy, Debug)]
+pub struct DropConnection;
+
+#[derive(Debug)]
+struct DroppedOnPurpose;
+
+impl std::fmt::Display for DroppedOnPurpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by test fault")
+    }
+}
+
+impl std::error::Error for DroppedOnPurpose {}
+
+/// Serves HTTP/1.1 on `listener` until the task is aborted. hyper closes a connection
+/// without writing anything when the service returns an error, which is exactly the "lost
+/// response" fault; axum's own `serve` cannot do that because its service is infallible.
+pub async fn serve(listener: TcpListener, router: Router) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(_) => {
+                // Typically EMFILE; back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let mut router = router.clone();
+                async move {
+                    let resp = match tower::Service::call(&mut router, req.map(Body::new)).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    };
+                    if resp.extensions().get::<DropConnection>().is_some() {
+                        return Err(DroppedOnPurpose);
+                    }
+                    Ok::<_, DroppedOnPurpose>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+// ---------- responses ----------
+
+pub fn json_response(status: StatusCode, body: Value) -> Response {
+    let mut resp = Response::new(Body::from(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+pub fn error_json(status: StatusCode, error: &str, description: &str) -> Response {
+    json_response(
+        status,
+        json!({ "error": error, "error_description": description }),
+    )
+}
+
+pub fn with_info(mut resp: Response, info: LogInfo) -> Response {
+    resp.extensions_mut().insert(info);
+    resp
+}
+
+pub fn no_store(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+pub fn dropped(info: LogInfo) -> Response {
+    let mut resp = with_info(Response::new(Body::empty()), info);
+    resp.extensions_mut().insert(DropConnection);
+    resp
+}
+
+// ---------- request bodies ----------
+
+#[derive(Debug)]
+pub enum BodyError {
+    TooLarge,
+    Unreadable,
+    UnsupportedType(String),
+    BadJson(String),
+    BadForm,
+}
+
+impl BodyError {
+    pub fn response(&self) -> Response {
+        match self {
+            BodyError::TooLarge => error_json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "request body larger than 65536 bytes",
+            ),
+            BodyError::Unreadable => error_json(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "request body could not be read",
+            ),
+            BodyError::UnsupportedType(ct) => error_json(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request",
+                &format!(
+                    "unsupported content type '{ct}': use application/json or application/x-www-form-urlencoded"
+                ),
+            ),
+            BodyError::BadJson(why) => error_json(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("malformed JSON body: {why}"),
+            ),
+            BodyError::BadForm => error_json(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "malformed form body",
+            ),
+        }
+    }
+}
+
+pub async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Vec<u8>, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > DRAIN_LIMIT as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    let mut too_large = declared.is_some_and(|n| n > BODY_LIMIT as u64);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Unreadable)?;
+        if let Ok(data) = frame.into_data() {
+            total = total.saturating_add(data.len());
+            if total > BODY_LIMIT {
+                too_large = true;
+            }
+            if total > DRAIN_LIMIT {
+                break;
+            }
+            if !too_large {
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    if too_large {
+        Err(BodyError::TooLarge)
+    } else {
+        Ok(buf)
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+/// Parameters from a JSON object or a form body; an empty body gives an empty map. A body
+/// without a content type is sniffed, since curl and hand-written fetches often omit it.
+pub async fn read_params(headers: &HeaderMap, body: Body) -> Result<Map<String, Value>, BodyError> {
+    let bytes = read_body(headers, body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    let ct = content_type(headers);
+    let is_json = if ct.is_empty() {
+        bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+    } else if ct == "application/json" || ct.ends_with("+json") {
+        true
+    } else if ct == "application/x-www-form-urlencoded" {
+        false
+    } else {
+        return Err(BodyError::UnsupportedType(ct));
+    };
+    if is_json {
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(_) => Err(BodyError::BadJson("expected a JSON object".into())),
+            Err(e) => Err(BodyError::BadJson(e.to_string())),
+        }
+    } else {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(&bytes).map_err(|_| BodyError::BadForm)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect())
+    }
+}
+
+/// A JSON body of any shape (used by `/orders`); empty → `null`.
+pub async fn read_json_value(headers: &HeaderMap, body: Body) -> Result<Value, BodyError> {
+    let bytes = read_body(headers, body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    let ct = content_type(headers);
+    if !(ct.is_empty() || ct == "application/json" || ct.ends_with("+json")) {
+        return Err(BodyError::UnsupportedType(ct));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| BodyError::BadJson(e.to_string()))
+}
+
+// ---------- middleware ----------
+
+fn api_path(path: &str) -> bool {
+    !(path.starts_with("/auth/") || path.starts_with("/__control"))
+}
+
+/// Records every non-control request at arrival (status 0) and completes the entry when the
+/// response leaves, so hung and dropped requests stay visible.
+pub async fn log_mw(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    if path.starts_with("/__control") {
+        return next.run(req).await;
+    }
+    let auth = req.headers().contains_key(header::AUTHORIZATION);
+    let id = app
+        .lock()
+        .log_start(req.method().to_string(), path.clone(), auth);
+    let resp = next.run(req).await;
+    let status = if resp.extensions().get::<DropConnection>().is_some() {
+        0
+    } else {
+        resp.status().as_u16()
+    };
+    let info = resp.extensions().get::<LogInfo>().cloned();
+    let mut st = app.lock();
+    if status == 401 && api_path(&path) {
+        st.stats.unauthorized_sent += 1;
+    }
+    st.log_finish(id, status, info);
+    drop(st);
+    resp
+}
+
+/// Gives every error a JSON body, including axum's own 404/405 and extractor rejections.
+pub async fn json_errors_mw(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if is_json || resp.extensions().get::<DropConnection>().is_some() {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let error = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "invalid_request",
+        s if s.is_server_error() => "server_error",
+        _ => "invalid_request",
+    };
+    let description = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = json!({ "error": error, "error_description": description }).to_string();
+    Response::from_parts(parts, Body::from(body))
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// CORS for the main listener: a concrete reflected origin with credentials, never `*`.
+pub async fn cors_mw(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let allowed = origin
+        .as_deref()
+        .filter(|o| app.cfg.cors.allows(o))
+        .map(str::to_string);
+    let preflight = req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if preflight {
+        let Some(origin) = allowed else {
+            return error_json(
+                StatusCode::FORBIDDEN,
+                "cors_origin_not_allowed",
+                "origin not allowed by --cors-origin",
+            );
+        };
+        let mut resp = Response::new(Body::empty());
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        let h = resp.headers_mut();
+        set(h, header::ACCESS_CONTROL_ALLOW_ORIGIN, &origin);
+        set(h, header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
+        set(h, header::ACCESS_CONTROL_ALLOW_METHODS, ALLOW_METHODS);
+        set(h, header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS);
+        set(h, header::ACCESS_CONTROL_MAX_AGE, "600");
+        set(
+            h,
+            header::VARY,
+            "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+        );
+        return resp;
+    }
+    let mut resp = next.run(req).await;
+    if let Some(origin) = allowed {
+        let expose = if app.lock().rt.expose_www_authenticate {
+            "WWW-Authenticate, Retry-After"
+        } else {
+            "Retry-After"
+        };
+        let h = resp.headers_mut();
+        set(h, header::ACCESS_CONTROL_ALLOW_ORIGIN, &origin);
+        set(h, header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
+        set(h, header::ACCESS_CONTROL_EXPOSE_HEADERS, expose);
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    resp
+}
+
+// ---------- static files ----------
+
+fn mime(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "js" | "mjs" | "cjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" | "map" => "application/json",
+        "wasm" => "application/wasm",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "ico" => "image/x-icon",
+        "txt" | "md" | "ts" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Serves `dir` with an index.html fallback for extension-less paths (client-side routes).
+pub async fn static_file(dir: &Path, req_path: &str) -> Option<Response> {
+    let rel = Path::new(req_path.trim_start_matches('/'));
+    // Only plain names: no `..`, no roots, so nothing outside `dir` is reachable.
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    let mut candidate = dir.join(rel);
+    if candidate.is_dir() {
+        candidate = candidate.join("index.html");
+    }
+    let file = match tokio::fs::read(&candidate).await {
+        Ok(bytes) => Some((candidate, bytes)),
+        Err(_) if rel.extension().is_none() => {
+            let index = dir.join("index.html");
+            tokio::fs::read(&index).await.ok().map(|b| (index, b))
+        }
+        Err(_) => None,
+    }?;
+    let (path, bytes) = file;
+    let mut resp = Response::new(Body::from(bytes));
+    let h = resp.headers_mut();
+    set(h, header::CONTENT_TYPE, mime(&path));
+    set(h, header::CACHE_CONTROL, "no-cache");
+    Some(with_info(
+        resp,
+        LogInfo {
+            skip: true,
+            ..LogInfo::default()
+        },
+    ))
+}
+
+// ---------- foreign origin ----------
+
+/// Any path, any method: answers 200 and records whether an Authorization header came along,
+/// so tests can prove the broker never leaks tokens to origins outside its allowlist.
+pub async fn foreign_handler(
+    State(app): State<Arc<App>>,
+    req: Request,
+) -> Result<Response, Infallible> {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut resp = if req.method() == Method::OPTIONS {
+        app.lock().foreign.preflights += 1;
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        let requested = req
+            .headers()
+            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("Authorization, Content-Type")
+            .to_string();
+        let h = r.headers_mut();
+        set(h, header::ACCESS_CONTROL_ALLOW_METHODS, ALLOW_METHODS);
+        set(h, header::ACCESS_CONTROL_ALLOW_HEADERS, &requested);
+        set(h, header::ACCESS_CONTROL_MAX_AGE, "600");
+        r
+    } else {
+        let authz = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let path = req.uri().path().to_string();
+        {
+            let mut st = app.lock();
+            st.foreign.requests += 1;
+            st.foreign.last_path = Some(path.clone());
+            if let Some(a) = &authz {
+                st.foreign.with_authorization += 1;
+                st.foreign.last_authorization = Some(a.clone());
+                st.stats.foreign_auth_headers += 1;
+            }
+        }
+        // Drain the body so keep-alive connections stay in a clean state.
+        let _ = read_body(&HeaderMap::new(), req.into_body()).await;
+        json_response(
+            StatusCode::OK,
+            json!({ "foreign": true, "path": path, "authorization_present": authz.is_some() }),
+        )
+    };
+    let h = resp.headers_mut();
+    if let Some(o) = origin {
+        set(h, header::ACCESS_CONTROL_ALLOW_ORIGIN, &o);
+        set(h, header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
+        set(h, header::VARY, "Origin");
+    } else {
+        set(h, header::ACCESS_CONTROL_ALLOW_ORIGIN, "*");
+    }
+    Ok(resp)
+}

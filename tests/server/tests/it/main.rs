@@ -1,0 +1,9 @@
+//! Integration tests over real HTTP on loopback; each test starts its own server on port 0.
+
+mod common;
+
+mod api;
+mod binary;
+mod faults;
+mod robustness;
+mod tokens;
