@@ -58,6 +58,31 @@ export interface TokenBrokerOptions {
   onSessionExpired?: (error: TokenBrokerError) => void;
   /** Origins besides the page's own that may receive the `Authorization` header, e.g. `['https://api.example.com']`. */
   allowedOrigins?: string[];
+  /**
+  The token family's name (default `'default'`): brokers of one origin with the same name share
+  tokens across tabs, a lock and a storage key (`token-broker:<name>`).
+  */
+  name?: string;
+  /**
+  Coordinate with the other tabs of this origin: one refresh per token generation across all of
+  them (Web Lock around each refresh, new tokens and logouts broadcast on a `BroadcastChannel`).
+  Default: `true` with `storage: 'local'`, else `false`.
+  */
+  crossTab?: boolean;
+  /**
+  Where tokens persist: `'memory'` (default: nothing persisted; the refresh token stays out of
+  storage that any script can read), `'session'`, `'local'`, or an adapter whose methods may
+  return promises. Stored data is validated on read; garbage is removed and reported with a
+  `storageerror` event.
+  */
+  storage?: 'memory' | 'session' | 'local' | TokenStorage;
+}
+
+/** A custom storage: values are strings (JSON). Methods may be async. */
+export interface TokenStorage {
+  get(key: string): string | null | undefined | Promise<string | null | undefined>;
+  set(key: string, value: string): void | Promise<void>;
+  remove(key: string): void | Promise<void>;
 }
 
 /** The event a listener receives. */
@@ -75,9 +100,11 @@ export interface TokenBrokerEvent {
 
 /**
 `tokens` (a set was adopted), `refreshstart`, `refreshend`, `expired` (session ended),
-`stale401` (a late 401 absorbed without a refresh), `logout`.
+`stale401` (a late 401 absorbed without a refresh), `logout`, `storageerror` (garbage in storage
+was ignored and removed).
 */
-export type TokenBrokerEventType = 'tokens' | 'refreshstart' | 'refreshend' | 'expired' | 'stale401' | 'logout';
+export type TokenBrokerEventType =
+  | 'tokens' | 'refreshstart' | 'refreshend' | 'expired' | 'stale401' | 'logout' | 'storageerror';
 
 /** The broker: one refresh for any number of parallel requests, shared by every adapter given it. */
 export interface TokenBroker {

@@ -19,7 +19,7 @@ export function initTokenBroker(source) {
 export async function createTokenBroker(options) {
   if (!loading) initTokenBroker();
   await loading;
-  return new TokenBroker(options);
+  return TokenBroker.create(options);
 }
 
 /**

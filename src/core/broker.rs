@@ -157,6 +157,33 @@ pub enum Effect<W> {
     Emit(Event),
     /// (Re)arm the proactive timer to call [`Broker::tick`] after this many ms; `None` disarms it.
     Schedule(Option<f64>),
+    /// A token set was adopted here (refresh or `setTokens`): share it with other tabs and storage.
+    Publish(Shared),
+    /// The session ended here: tell other tabs and clear storage.
+    PublishEnd {
+        /// The epoch it ended in.
+        epoch: u64,
+        /// The generation it ended at.
+        generation: u64,
+        /// `true` for `logout()`, `false` for an expired session.
+        logout: bool,
+    },
+}
+
+/// A token set as tabs and storage exchange it: absolute expiry on the wall clock (all tabs of
+/// one browser share it), plus the generation and epoch that order sets across tabs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shared {
+    /// The generation of this set.
+    pub generation: u64,
+    /// The session epoch of this set.
+    pub epoch: u64,
+    /// The access token.
+    pub access: String,
+    /// The refresh token, if any.
+    pub refresh: Option<String>,
+    /// When the access token expires, in wall-clock ms; `None` when unknown.
+    pub expires_at_wall_ms: Option<f64>,
 }
 
 /// The answer to a token request.
@@ -431,7 +458,76 @@ impl<W> Broker<W> {
         self.reject_flight(BrokerError::LoggedOut, &mut fx);
         fx.push(Effect::Emit(Event::Logout));
         fx.push(Effect::Schedule(None));
+        fx.push(Effect::PublishEnd { epoch: self.epoch, generation: self.generation, logout: true });
         fx
+    }
+
+    /// A token set from another tab or from storage. Adopted only when it is newer: a later epoch
+    /// (a login or logout elsewhere), or the same epoch and a higher generation. A running
+    /// refresh then ends and its waiters get the new token, so a tab never refreshes a
+    /// generation another tab already refreshed. Older sets (a late message, a duplicated
+    /// tab's copy of storage) are ignored. Returns no effects when ignored.
+    pub fn adopt_shared(&mut self, shared: Shared, now: Now) -> Vec<Effect<W>> {
+        let mut fx = Vec::new();
+        let newer = shared.epoch > self.epoch || (shared.epoch == self.epoch && shared.generation > self.generation);
+        if self.disposed || !newer {
+            return fx;
+        }
+        self.epoch = shared.epoch;
+        self.generation = shared.generation;
+        self.proactive_failures = 0;
+        let lifetime_ms = shared.expires_at_wall_ms.map(|x| (x - now.wall_ms).max(0.0));
+        self.install(TokenSet { access: shared.access, refresh: shared.refresh, lifetime_ms }, now, &mut fx);
+        if let Some(f) = self.flight.take() {
+            fx.push(Effect::Emit(Event::RefreshEnd { error: None }));
+            self.settle(f, &mut fx);
+        }
+        fx
+    }
+
+    /// Another tab ended the session. A logout wins over anything of its epoch or older,
+    /// including a refresh in flight here; an expiry applies to the same session at the same or
+    /// a newer generation (an expiry of an older generation says nothing about newer tokens).
+    pub fn end_shared(&mut self, epoch: u64, generation: u64, logout: bool) -> Vec<Effect<W>> {
+        let mut fx = Vec::new();
+        if self.disposed || epoch < self.epoch {
+            return fx;
+        }
+        if logout {
+            self.epoch = epoch;
+            self.current = None;
+            self.session_expired = false;
+            self.may_refresh_anonymous = false;
+            self.reject_flight(BrokerError::LoggedOut, &mut fx);
+            fx.push(Effect::Emit(Event::Logout));
+        } else {
+            if epoch == self.epoch && generation < self.generation {
+                return fx;
+            }
+            if self.session_expired && epoch == self.epoch {
+                return fx; // already told
+            }
+            self.epoch = epoch;
+            self.generation = self.generation.max(generation);
+            self.current = None;
+            self.session_expired = true;
+            self.reject_flight(BrokerError::SessionExpired, &mut fx);
+            fx.push(Effect::Emit(Event::Expired));
+        }
+        fx.push(Effect::Schedule(None));
+        fx
+    }
+
+    /// The current state as other tabs should see it (answering a new tab's hello).
+    pub fn shared(&self, now: Now) -> Option<Shared> {
+        let c = self.current.as_ref()?;
+        Some(Shared {
+            generation: self.generation,
+            epoch: self.epoch,
+            access: c.set.access.clone(),
+            refresh: c.set.refresh.clone(),
+            expires_at_wall_ms: expiry::remaining(c.received, c.set.lifetime_ms, now).map(|r| now.wall_ms + r),
+        })
     }
 
     /// `dispose()`: every waiter rejected with `DISPOSED`; later calls fail with `DISPOSED`.
@@ -492,7 +588,19 @@ impl<W> Broker<W> {
             set.refresh = self.current.take().and_then(|c| c.set.refresh);
         }
         self.generation += 1;
+        fx.push(Effect::Publish(Shared {
+            generation: self.generation,
+            epoch: self.epoch,
+            access: set.access.clone(),
+            refresh: set.refresh.clone(),
+            expires_at_wall_ms: set.lifetime_ms.map(|l| now.wall_ms + l),
+        }));
+        self.install(set, now, fx);
+    }
+
+    fn install(&mut self, set: TokenSet, now: Now, fx: &mut Vec<Effect<W>>) {
         self.current = Some(Current { set, received: now, rejected: false });
+        self.session_expired = false;
         self.may_refresh_anonymous = self.cfg.refresh_when_anonymous;
         fx.push(Effect::Emit(Event::Tokens { generation: self.generation }));
         fx.push(Effect::Schedule(self.due_in(now)));
@@ -534,6 +642,7 @@ impl<W> Broker<W> {
             }
             fx.push(Effect::Emit(Event::Expired));
             fx.push(Effect::Schedule(None));
+            fx.push(Effect::PublishEnd { epoch: self.epoch, generation: self.generation, logout: false });
             return;
         }
         // A passing failure: a token that has not expired and was not rejected still serves

@@ -501,3 +501,132 @@ fn server_offset_is_kept_only_when_finite() {
     b.set_server_offset_ms(f64::NAN);
     assert_eq!(b.server_offset_ms(), -5.0);
 }
+
+// ---- cross-tab protocol: generation and epoch rules ----
+
+fn shared(generation: u64, epoch: u64, access: &str, refresh: &str, expires_at_ms: f64) -> Shared {
+    Shared { generation, epoch, access: access.into(), refresh: Some(refresh.into()), expires_at_wall_ms: Some(T0 + expires_at_ms) }
+}
+
+fn published(fx: &Fx) -> Vec<Shared> {
+    fx.iter().filter_map(|e| if let Effect::Publish(s) = e { Some(s.clone()) } else { None }).collect()
+}
+
+#[test]
+fn local_adoptions_are_published_with_absolute_expiry() {
+    let mut b = B::new(Config::default());
+    let fx = b.set_tokens(set("a1", Some("r1"), Some(60.0)), at(5_000.0));
+    assert_eq!(published(&fx), vec![shared(1, 1, "a1", "r1", 65_000.0)]);
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    let fx = b.attempt_finished(flight, 0, Ok(set("a2", Some("r2"), Some(60.0))), at(70_000.0));
+    assert_eq!(published(&fx), vec![shared(2, 1, "a2", "r2", 130_000.0)]);
+}
+
+#[test]
+fn a_newer_generation_from_another_tab_ends_the_local_refresh() {
+    let mut b = logged_in(); // generation 1, epoch 1
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    let fx = b.adopt_shared(shared(2, 1, "a2", "r2", 130_000.0), at(70_010.0));
+    assert_eq!(resolved(&fx), vec![(0, "a2".into())], "waiters served without a refresh here");
+    assert!(fx.contains(&Effect::EndFlight { flight }));
+    assert!(published(&fx).is_empty(), "adopted sets are not re-broadcast");
+    assert_eq!((b.generation(), b.access_token()), (2, Some("a2")));
+    // The local refresh's late result is discarded; the next refresh presents r2.
+    assert!(b.attempt_finished(flight, 0, Ok(set("x", Some("y"), Some(60.0))), at(70_020.0)).is_empty());
+    let (_, fx) = expire_and_wait(&mut b, 200_000.0);
+    assert_eq!(refreshes(&fx)[0].2.as_deref(), Some("r2"));
+}
+
+#[test]
+fn shared_expiry_counts_from_the_wall_clock() {
+    let mut b = logged_in();
+    b.adopt_shared(shared(2, 1, "a2", "r2", 100_000.0), at(95_000.0));
+    // 5 s left, leeway capped at half: fresh for 2.5 s.
+    assert_eq!(b.get_token(at(96_000.0), || 0).0, Get::Ready("a2".into()));
+    assert!(matches!(b.get_token(at(98_000.0), || 0).0, Get::Wait(_)));
+}
+
+#[test]
+fn older_or_equal_generations_and_older_epochs_are_ignored() {
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    b.attempt_finished(flight, 0, Ok(set("a2", Some("r2"), Some(60.0))), at(70_000.0)); // gen 2
+    assert!(b.adopt_shared(shared(1, 1, "a1", "r1", 60_000.0), at(70_100.0)).is_empty(), "late message");
+    assert!(b.adopt_shared(shared(2, 1, "other", "o", 60_000.0), at(70_100.0)).is_empty(), "same generation");
+    b.logout(); // epoch 2
+    assert!(b.adopt_shared(shared(9, 1, "zombie", "z", 999_000.0), at(70_200.0)).is_empty(), "from before the logout");
+    assert_eq!(b.state(), State::Anonymous);
+    // A login in another tab (newer epoch) is adopted, whatever its generation.
+    b.adopt_shared(shared(3, 3, "b1", "s1", 200_000.0), at(70_300.0));
+    assert_eq!((b.access_token(), b.epoch(), b.generation()), (Some("b1"), 3, 3));
+}
+
+#[test]
+fn logout_elsewhere_wins_over_a_refresh_in_flight_here() {
+    let mut b = logged_in(); // epoch 1
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    let fx = b.end_shared(2, 1, true);
+    assert_eq!(rejected(&fx), vec![(0, BrokerError::LoggedOut)]);
+    assert!(events(&fx).contains(&Event::Logout));
+    assert!(!fx.iter().any(|e| matches!(e, Effect::PublishEnd { .. })), "not re-broadcast");
+    assert!(b.attempt_finished(flight, 0, Ok(set("a2", Some("r2"), Some(60.0))), at(70_100.0)).is_empty());
+    assert_eq!((b.state(), b.epoch()), (State::Anonymous, 2));
+    // A stale logout (older epoch) changes nothing.
+    b.set_tokens(set("c1", None, Some(60.0)), at(80_000.0)); // epoch 3
+    assert!(b.end_shared(2, 1, true).is_empty());
+    assert_eq!(b.access_token(), Some("c1"));
+}
+
+#[test]
+fn local_logout_and_expiry_are_published() {
+    let mut b = logged_in();
+    let fx = b.logout();
+    assert!(fx.contains(&Effect::PublishEnd { epoch: 2, generation: 1, logout: true }));
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    let fx = b.attempt_finished(flight, 0, Err(Failure::Terminal), at(70_001.0));
+    assert!(fx.contains(&Effect::PublishEnd { epoch: 1, generation: 1, logout: false }));
+}
+
+#[test]
+fn expiry_elsewhere_applies_to_the_same_or_newer_generation_only() {
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    b.attempt_finished(flight, 0, Ok(set("a2", Some("r2"), Some(60.0))), at(70_000.0)); // gen 2
+    assert!(b.end_shared(1, 1, false).is_empty(), "another tab's expiry of generation 1 says nothing about 2");
+    let (_, _) = expire_and_wait(&mut b, 200_000.0);
+    let fx = b.end_shared(1, 2, false);
+    assert_eq!(rejected(&fx), vec![(0, BrokerError::SessionExpired)]);
+    assert_eq!(events(&fx).iter().filter(|e| **e == Event::Expired).count(), 1);
+    assert_eq!(b.state(), State::Expired);
+    assert!(b.end_shared(1, 2, false).is_empty(), "told once");
+}
+
+#[test]
+fn a_new_tab_answers_hello_with_its_current_state() {
+    let mut b = logged_in();
+    assert_eq!(b.shared(at(10_000.0)), Some(shared(1, 1, "a1", "r1", 60_000.0)));
+    b.logout();
+    assert_eq!(b.shared(at(10_000.0)), None);
+}
+
+#[test]
+fn stored_or_broadcast_garbage_is_rejected() {
+    use crate::core::parse_shared;
+    let ok = parse_shared(Field::Num(2.0), Field::Num(1.0), Field::Str("a".into()), Field::Absent, Field::Num(5.0));
+    assert_eq!(ok.map(|s| (s.generation, s.epoch)), Some((2, 1)));
+    let bad = [
+        (Field::Num(-1.0), Field::Num(1.0), Field::Str("a".into()), Field::Absent, Field::Absent),
+        (Field::Num(1.5), Field::Num(1.0), Field::Str("a".into()), Field::Absent, Field::Absent),
+        (Field::Str("1".into()), Field::Num(1.0), Field::Str("a".into()), Field::Absent, Field::Absent),
+        (Field::Num(1.0), Field::Absent, Field::Str("a".into()), Field::Absent, Field::Absent),
+        (Field::Num(1.0), Field::Num(1.0), Field::Other, Field::Absent, Field::Absent),
+        (Field::Num(1.0), Field::Num(1.0), Field::Str("a b".into()), Field::Absent, Field::Absent),
+        (Field::Num(1.0), Field::Num(1.0), Field::Str("a".into()), Field::Num(3.0), Field::Absent),
+        (Field::Num(1.0), Field::Num(1.0), Field::Str("a".into()), Field::Absent, Field::Str("soon".into())),
+        (Field::Num(f64::INFINITY), Field::Num(1.0), Field::Str("a".into()), Field::Absent, Field::Absent),
+    ];
+    for (g, e, a, r, x) in bad {
+        assert_eq!(parse_shared(g, e, a, r, x), None);
+    }
+}

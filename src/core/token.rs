@@ -70,6 +70,30 @@ pub fn parse_token_set(
     Ok(TokenSet { access, refresh, lifetime_ms })
 }
 
+/// Validates a token set read from storage or another tab (`{ g, e, a, r, x }`): anything
+/// malformed is `None` and gets ignored, never trusted and never a crash.
+pub fn parse_shared(g: Field, e: Field, a: Field, r: Field, x: Field) -> Option<super::broker::Shared> {
+    let count = |f: Field| match f {
+        Field::Num(n) if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n < 9.0e15 => Some(n as u64),
+        _ => None,
+    };
+    let access = match a {
+        Field::Str(s) if is_header_safe(&s) => s,
+        _ => return None,
+    };
+    let refresh = match r {
+        Field::Absent => None,
+        Field::Str(s) if is_header_safe(&s) => Some(s),
+        _ => return None,
+    };
+    let expires_at_wall_ms = match x {
+        Field::Absent => None,
+        Field::Num(n) if n.is_finite() => Some(n),
+        _ => return None,
+    };
+    Some(super::broker::Shared { generation: count(g)?, epoch: count(e)?, access, refresh, expires_at_wall_ms })
+}
+
 /// Non-empty, visible ASCII only: anything else could split or corrupt the header it goes into.
 fn is_header_safe(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| (0x21..=0x7e).contains(&b))

@@ -4,131 +4,32 @@
 //! State lives in an `Rc<Inner>`; no `RefCell` borrow is held across an `.await` or while
 //! JS code (listeners, the refresh function) runs, so JS may call back into the broker freely.
 
+mod js;
+mod options;
+mod refresh;
+mod tabs;
+
 use std::cell::RefCell;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
 
 use futures_channel::oneshot;
 use gloo_timers::callback::Timeout;
 use gloo_timers::future::TimeoutFuture;
-use js_sys::{Array, Function, Object, Promise, Reflect};
+use js_sys::{Array, Function, Object, Promise};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
-use web_sys::{AbortController, AbortSignal, EventTarget, Headers, Request, RequestCache, RequestCredentials, RequestInit, Response};
+use wasm_bindgen_futures::{future_to_promise, spawn_local};
+use web_sys::{AbortController, AbortSignal, EventTarget, RequestCredentials};
 
-use crate::core::{self, Broker, BrokerError, Config, Effect, Event, Failure, Field, Get, Now};
+use crate::core::{self, Broker, BrokerError, Config, Effect, Event, Get};
+use js::{get, invalid_option, js_error, now, set, token_set};
+use options::{number_option, refresh_source, RefreshSource, OPTION_KEYS};
+use refresh::run_attempt;
 
-type Settled = Result<JsValue, JsValue>;
-type Waiter = oneshot::Sender<Settled>;
+pub(crate) type Settled = Result<JsValue, JsValue>;
+pub(crate) type Waiter = oneshot::Sender<Settled>;
 
-#[wasm_bindgen]
-extern "C" {
-    #[wasm_bindgen(js_namespace = performance, js_name = now)]
-    fn perf_now() -> f64;
-    #[wasm_bindgen(js_name = fetch)]
-    fn global_fetch(input: &Request) -> Promise;
-    #[wasm_bindgen(js_name = encodeURIComponent)]
-    fn encode_uri_component(s: &str) -> String;
-}
-
-fn now() -> Now {
-    Now { wall_ms: js_sys::Date::now(), mono_ms: perf_now() }
-}
-
-fn get(obj: &JsValue, key: &str) -> JsValue {
-    if obj.is_object() || obj.is_function() {
-        Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
-    } else {
-        JsValue::UNDEFINED
-    }
-}
-
-fn set(obj: &JsValue, key: &str, value: &JsValue) {
-    let _ = Reflect::set(obj, &JsValue::from_str(key), value);
-}
-
-/// Builds the JS error every failure becomes: `name = "TokenBrokerError"`, a stable `code`,
-/// and the original rejection as `cause`.
-fn js_error(e: BrokerError, detail: Option<&str>, cause: &JsValue) -> JsValue {
-    let mut msg = String::from(e.message());
-    if let Some(d) = detail {
-        msg.push_str(": ");
-        msg.push_str(d);
-    }
-    let err = js_sys::Error::new(&msg);
-    err.set_name("TokenBrokerError");
-    set(&err, "code", &JsValue::from_str(e.code()));
-    if !cause.is_undefined() {
-        set(&err, "cause", cause);
-    }
-    err.into()
-}
-
-fn invalid_option(detail: &str) -> JsValue {
-    js_error(BrokerError::InvalidOptions, Some(detail), &JsValue::UNDEFINED)
-}
-
-fn field(v: JsValue) -> Field {
-    if v.is_undefined() || v.is_null() {
-        Field::Absent
-    } else if let Some(s) = v.as_string() {
-        Field::Str(s)
-    } else if let Some(n) = v.as_f64() {
-        Field::Num(n)
-    } else {
-        Field::Other
-    }
-}
-
-fn first_present(obj: &JsValue, a: &str, b: &str) -> JsValue {
-    let v = get(obj, a);
-    if v.is_undefined() { get(obj, b) } else { v }
-}
-
-/// Reads a token set in either spelling: `{ accessToken, refreshToken?, expiresIn? }` or the
-/// token endpoint's own `{ access_token, refresh_token?, expires_in? }`.
-fn token_set(v: &JsValue, server_offset_ms: f64) -> Result<core::TokenSet, BrokerError> {
-    if !v.is_object() {
-        return Err(BrokerError::InvalidTokenResponse);
-    }
-    core::parse_token_set(
-        field(first_present(v, "accessToken", "access_token")),
-        field(first_present(v, "refreshToken", "refresh_token")),
-        field(first_present(v, "expiresIn", "expires_in")),
-        js_sys::Date::now(),
-        server_offset_ms,
-    )
-}
-
-fn seconds(v: &JsValue) -> Option<f64> {
-    v.as_f64().or_else(|| v.as_string().and_then(|s| core::parse_seconds(&s)))
-}
-
-/// Classifies a rejection of the user's refresh function from the error itself (axios and
-/// fetch conventions: `status` / `response.status`, `error` / `response.data.error`).
-fn classify_js_error(err: &JsValue) -> Failure {
-    let response = get(err, "response");
-    let code = if get(err, "name").as_string().as_deref() == Some("TokenBrokerError") {
-        get(err, "code").as_string()
-    } else {
-        None
-    };
-    let status = get(err, "status").as_f64().or_else(|| get(&response, "status").as_f64());
-    let oauth = get(err, "error").as_string().or_else(|| get(&get(&response, "data"), "error").as_string());
-    let headers = get(&response, "headers");
-    let retry_after = seconds(&get(err, "retryAfter")).or_else(|| seconds(&get(&headers, "retry-after")));
-    core::classify_failure(status, oauth.as_deref(), code.as_deref(), retry_after)
-}
-
-enum RefreshSource {
-    Function(Function),
-    Endpoint { url: String, form: bool, credentials: RequestCredentials, headers: Vec<(String, String)> },
-}
-
-struct Inner {
+pub(crate) struct Inner {
     core: RefCell<Broker<Waiter>>,
     source: RefreshSource,
     on_session_expired: Option<Function>,
@@ -142,9 +43,19 @@ struct Inner {
     wake_listener: RefCell<Option<Closure<dyn FnMut()>>>,
     /// The current token as a JS string, so the hot path does not re-encode it per call.
     token_js: RefCell<Option<(u64, JsValue)>>,
+    tabs: tabs::Tabs,
+    /// `tokens` was given: it wins over whatever storage holds.
+    has_initial_tokens: bool,
 }
 
 impl Inner {
+    fn emit_kind(&self, kind: &str) {
+        let obj = Object::new();
+        set(&obj, "type", &JsValue::from_str(kind));
+        set(&obj, "generation", &JsValue::from_f64(self.core.borrow().generation() as f64));
+        self.dispatch(kind, &obj);
+    }
+
     fn emit(&self, ev: &Event) {
         let obj = Object::new();
         let (kind, generation) = match ev {
@@ -167,18 +78,22 @@ impl Inner {
         set(&obj, "type", &JsValue::from_str(kind));
         let generation = generation.unwrap_or_else(|| self.core.borrow().generation());
         set(&obj, "generation", &JsValue::from_f64(generation as f64));
+        self.dispatch(kind, &obj);
+    }
+
+    fn dispatch(&self, kind: &str, obj: &Object) {
         // Snapshot first: a listener may add or remove listeners.
         let targets: Vec<Function> =
             self.listeners.borrow().iter().filter(|(t, _)| t == kind).map(|(_, f)| f.clone()).collect();
         for f in targets {
             // A throwing listener must not break the broker or the other listeners.
-            let _ = f.call1(&JsValue::UNDEFINED, &obj);
+            let _ = f.call1(&JsValue::UNDEFINED, obj);
         }
     }
 }
 
 /// Carries out the core's decisions. Called with no borrow of `core` held.
-fn apply(inner: &Rc<Inner>, effects: Vec<Effect<Waiter>>, cause: &JsValue) {
+pub(crate) fn apply(inner: &Rc<Inner>, effects: Vec<Effect<Waiter>>, cause: &JsValue) {
     for effect in effects {
         match effect {
             Effect::Refresh { flight, attempt, refresh_token, delay_ms } => {
@@ -234,151 +149,12 @@ fn apply(inner: &Rc<Inner>, effects: Vec<Effect<Waiter>>, cause: &JsValue) {
                 });
                 *inner.proactive.borrow_mut() = t;
             }
+            Effect::Publish(shared) => inner.tabs.publish(&shared),
+            Effect::PublishEnd { epoch, generation, logout } => inner.tabs.publish_end(epoch, generation, logout),
         }
     }
 }
 
-/// Resolves to `None` when `cancel` fires first (its sender dropped), so a refresh function
-/// that never settles does not keep the broker alive.
-async fn until_cancelled<F: Future>(fut: F, mut cancel: oneshot::Receiver<()>) -> Option<F::Output> {
-    let mut fut = Box::pin(fut);
-    std::future::poll_fn(move |cx| {
-        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(v));
-        }
-        match Pin::new(&mut cancel).poll(cx) {
-            Poll::Ready(_) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
-}
-
-async fn run_attempt(inner: Rc<Inner>, flight: u64, attempt: u32, refresh_token: Option<String>, delay_ms: f64) {
-    if delay_ms > 0.0 {
-        TimeoutFuture::new(delay_ms as u32).await;
-    }
-    if !inner.core.borrow().attempt_is_current(flight, attempt) {
-        return;
-    }
-    let Ok(ctrl) = AbortController::new() else { return };
-    let signal = ctrl.signal();
-    let (cancel_tx, cancel_rx) = oneshot::channel();
-    *inner.attempt.borrow_mut() = Some((ctrl, cancel_tx));
-    let offset = inner.core.borrow().server_offset_ms();
-    let work = async {
-        match &inner.source {
-            RefreshSource::Function(f) => call_refresh_function(f, refresh_token.as_deref(), &signal, offset).await,
-            RefreshSource::Endpoint { url, form, credentials, headers } => {
-                post_refresh(&inner, url, *form, *credentials, headers, refresh_token.as_deref(), &signal).await
-            }
-        }
-    };
-    let Some((outcome, cause)) = until_cancelled(work, cancel_rx).await else { return };
-    // Still ours? Then the attempt is over: nothing left to abort.
-    if inner.core.borrow().attempt_is_current(flight, attempt) {
-        drop(inner.attempt.borrow_mut().take());
-    }
-    let fx = inner.core.borrow_mut().attempt_finished(flight, attempt, outcome, now());
-    apply(&inner, fx, &cause);
-}
-
-type Outcome = (Result<core::TokenSet, Failure>, JsValue);
-
-fn parsed(v: &JsValue, offset: f64) -> Outcome {
-    match token_set(v, offset) {
-        Ok(set) => (Ok(set), JsValue::UNDEFINED),
-        Err(_) => (Err(Failure::Malformed), v.clone()),
-    }
-}
-
-async fn call_refresh_function(f: &Function, refresh_token: Option<&str>, signal: &AbortSignal, offset: f64) -> Outcome {
-    let ctx = Object::new();
-    set(&ctx, "refreshToken", &refresh_token.map_or(JsValue::NULL, JsValue::from_str));
-    set(&ctx, "signal", signal);
-    let result = match f.call1(&JsValue::UNDEFINED, &ctx) {
-        Ok(v) => JsFuture::from(Promise::resolve(&v)).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(v) => parsed(&v, offset),
-        Err(e) => (Err(classify_js_error(&e)), e),
-    }
-}
-
-/// The built-in refresh: an OAuth 2.0 `refresh_token` grant POSTed from Rust, so the refresh
-/// token never passes through app code.
-async fn post_refresh(
-    inner: &Inner,
-    url: &str,
-    form: bool,
-    credentials: RequestCredentials,
-    extra_headers: &[(String, String)],
-    refresh_token: Option<&str>,
-    signal: &AbortSignal,
-) -> Outcome {
-    let failed = |e: JsValue| (Err(Failure::Transient { retry_after_s: None }), e);
-    let Ok(headers) = Headers::new() else { return failed(JsValue::UNDEFINED) };
-    let body = if form {
-        let _ = headers.set("Content-Type", "application/x-www-form-urlencoded");
-        let mut b = String::from("grant_type=refresh_token");
-        if let Some(rt) = refresh_token {
-            b.push_str("&refresh_token=");
-            b.push_str(&encode_uri_component(rt));
-        }
-        JsValue::from_str(&b)
-    } else {
-        let _ = headers.set("Content-Type", "application/json");
-        let o = Object::new();
-        set(&o, "grant_type", &JsValue::from_str("refresh_token"));
-        if let Some(rt) = refresh_token {
-            set(&o, "refresh_token", &JsValue::from_str(rt));
-        }
-        js_sys::JSON::stringify(&o).map(JsValue::from).unwrap_or(JsValue::UNDEFINED)
-    };
-    let _ = headers.set("Accept", "application/json");
-    for (k, v) in extra_headers {
-        let _ = headers.set(k, v);
-    }
-    let init = RequestInit::new();
-    init.set_method("POST");
-    init.set_headers(&headers);
-    init.set_body(&body);
-    init.set_credentials(credentials);
-    init.set_cache(RequestCache::NoStore);
-    init.set_signal(Some(signal));
-    let request = match Request::new_with_str_and_init(url, &init) {
-        Ok(r) => r,
-        Err(e) => return (Err(Failure::Permanent), e),
-    };
-    let response: Response = match JsFuture::from(global_fetch(&request)).await {
-        Ok(r) => r.unchecked_into(),
-        Err(e) => return failed(e),
-    };
-    let status = response.status();
-    let h = response.headers();
-    if let Ok(Some(date)) = h.get("date") {
-        let server = js_sys::Date::parse(&date);
-        if server.is_finite() {
-            inner.core.borrow_mut().set_server_offset_ms(server - js_sys::Date::now());
-        }
-    }
-    let retry_after = h.get("retry-after").ok().flatten().and_then(|s| core::parse_seconds(&s));
-    let json = match response.json() {
-        Ok(p) => JsFuture::from(p).await.ok(),
-        Err(_) => None,
-    };
-    let offset = inner.core.borrow().server_offset_ms();
-    match json {
-        Some(v) if (200..300).contains(&status) => parsed(&v, offset),
-        _ if (200..300).contains(&status) => (Err(Failure::Malformed), response.into()),
-        body => {
-            let oauth = body.as_ref().and_then(|b| get(b, "error").as_string());
-            let failure = core::classify_failure(Some(f64::from(status)), oauth.as_deref(), None, retry_after);
-            (Err(failure), response.into())
-        }
-    }
-}
 
 fn install_wake_listener(inner: &Rc<Inner>) {
     // Timers stall while a laptop sleeps or a tab is frozen: re-check on wake.
@@ -394,69 +170,6 @@ fn install_wake_listener(inner: &Rc<Inner>) {
     *inner.wake_listener.borrow_mut() = Some(cb);
 }
 
-const OPTION_KEYS: [&str; 7] =
-    ["refresh", "tokens", "leewaySeconds", "refreshTimeoutMs", "refreshRetries", "onSessionExpired", "allowedOrigins"];
-
-fn number_option(options: &JsValue, key: &str, min: f64, max: f64, integer: bool) -> Result<Option<f64>, JsValue> {
-    let v = get(options, key);
-    if v.is_undefined() {
-        return Ok(None);
-    }
-    match v.as_f64() {
-        Some(n) if n >= min && n <= max && (!integer || n.fract() == 0.0) => Ok(Some(n)),
-        _ => {
-            let mut d = String::from(key);
-            d.push_str(if integer { " must be a whole number in range" } else { " must be a finite number in range" });
-            Err(invalid_option(&d))
-        }
-    }
-}
-
-fn refresh_source(v: &JsValue) -> Result<RefreshSource, JsValue> {
-    if let Some(f) = v.dyn_ref::<Function>() {
-        return Ok(RefreshSource::Function(f.clone()));
-    }
-    let bad = |d: &str| Err(invalid_option(d));
-    if !v.is_object() {
-        return bad("refresh must be a function ({ refreshToken, signal }) => Promise<TokenSet>, or { url }");
-    }
-    for k in Object::keys::<JsValue>(v.unchecked_ref()).iter() {
-        if !matches!(k.as_string().as_deref(), Some("url" | "body" | "credentials" | "headers")) {
-            return bad("refresh: unknown key (known: url, body, credentials, headers)");
-        }
-    }
-    let Some(url) = get(v, "url").as_string().filter(|u| !u.is_empty()) else {
-        return bad("refresh.url must be a non-empty string");
-    };
-    let form = match get(v, "body").as_string().as_deref() {
-        None if get(v, "body").is_undefined() => true,
-        Some("form") => true,
-        Some("json") => false,
-        _ => return bad("refresh.body must be 'json' or 'form'"),
-    };
-    let credentials = match get(v, "credentials").as_string().as_deref() {
-        None if get(v, "credentials").is_undefined() => RequestCredentials::SameOrigin,
-        Some("same-origin") => RequestCredentials::SameOrigin,
-        Some("include") => RequestCredentials::Include,
-        Some("omit") => RequestCredentials::Omit,
-        _ => return bad("refresh.credentials must be 'omit', 'same-origin' or 'include'"),
-    };
-    let h = get(v, "headers");
-    let mut headers = Vec::new();
-    if !h.is_undefined() {
-        if !h.is_object() {
-            return bad("refresh.headers must be an object of strings");
-        }
-        for entry in Object::entries(h.unchecked_ref()).iter() {
-            let pair: Array = entry.unchecked_into();
-            match (pair.get(0).as_string(), pair.get(1).as_string()) {
-                (Some(k), Some(v)) => headers.push((k, v)),
-                _ => return bad("refresh.headers must be an object of strings"),
-            }
-        }
-    }
-    Ok(RefreshSource::Endpoint { url, form, credentials, headers })
-}
 
 /// A token broker: one refresh for any number of parallel requests. Create it with
 /// `createTokenBroker(options)` from `token-broker` (which loads the WebAssembly module first).
@@ -511,14 +224,25 @@ impl TokenBroker {
         if let Some(page) = get(&get(&js_sys::global(), "location"), "origin").as_string() {
             allowed_origins.push(page);
         }
+        let name = match get(&options, "name") {
+            v if v.is_undefined() => String::from("default"),
+            v => v.as_string().filter(|n| !n.is_empty()).ok_or_else(|| invalid_option("name must be a non-empty string"))?,
+        };
+        let store = tabs::Store::from_option(&get(&options, "storage")).map_err(invalid_option)?;
+        // Shared storage without coordination would let two tabs spend one refresh token.
+        let cross_tab = match get(&options, "crossTab") {
+            v if v.is_undefined() => store.as_ref().is_some() && get(&options, "storage").as_string().as_deref() == Some("local"),
+            v => v.as_bool().ok_or_else(|| invalid_option("crossTab must be a boolean"))?,
+        };
         let mut broker = Broker::new(cfg);
         let tokens = get(&options, "tokens");
-        let initial = if tokens.is_undefined() || tokens.is_null() {
-            Vec::new()
-        } else {
+        let has_initial_tokens = !(tokens.is_undefined() || tokens.is_null());
+        let initial = if has_initial_tokens {
             let set = token_set(&tokens, 0.0)
                 .map_err(|_| invalid_option("tokens must be { accessToken, refreshToken?, expiresIn? }"))?;
             broker.set_tokens(set, now())
+        } else {
+            Vec::new()
         };
         let inner = Rc::new(Inner {
             core: RefCell::new(broker),
@@ -531,10 +255,28 @@ impl TokenBroker {
             attempt: RefCell::new(None),
             wake_listener: RefCell::new(None),
             token_js: RefCell::new(None),
+            tabs: tabs::Tabs::new(&name, cross_tab, store),
+            has_initial_tokens,
         });
         install_wake_listener(&inner);
+        tabs::listen(&inner);
         apply(&inner, initial, &JsValue::UNDEFINED);
         Ok(TokenBroker { inner })
+    }
+
+    /// Creates a broker and restores its state: tokens from `storage`, and (with `crossTab`) the
+    /// newest token set of the other tabs, waiting at most 100 ms for their answer.
+    /// `createTokenBroker(options)` calls this after loading the module.
+    #[wasm_bindgen(unchecked_return_type = "Promise<TokenBroker>")]
+    pub fn create(options: JsValue) -> Promise {
+        let broker = match TokenBroker::new(options) {
+            Ok(b) => b,
+            Err(e) => return Promise::reject(&e),
+        };
+        future_to_promise(async move {
+            broker.restore().await;
+            Ok(broker.into())
+        })
     }
 
     /// Resolves with a valid access token: at once when the current one is fresh; otherwise
@@ -606,6 +348,7 @@ impl TokenBroker {
     pub fn dispose(&self) {
         let fx = self.inner.core.borrow_mut().dispose();
         apply(&self.inner, fx, &JsValue::UNDEFINED);
+        self.inner.tabs.close();
         drop(self.inner.deadline.borrow_mut().take());
         if let Some(cb) = self.inner.wake_listener.borrow_mut().take() {
             if let Some(t) = get(&js_sys::global(), "document").dyn_ref::<EventTarget>() {
@@ -656,6 +399,39 @@ impl ExpectWaiter for Option<Waiter> {
 }
 
 impl TokenBroker {
+    async fn restore(&self) {
+        let inner = &self.inner;
+        if !inner.has_initial_tokens {
+            match inner.tabs.load().await {
+                Ok(Some(shared)) => {
+                    let fx = inner.core.borrow_mut().adopt_shared(shared, now());
+                    apply(inner, fx, &JsValue::UNDEFINED);
+                }
+                Ok(None) => {}
+                // Garbage in storage: removed and reported once listeners can be attached.
+                Err(()) => {
+                    let weak = Rc::downgrade(inner);
+                    Timeout::new(0, move || {
+                        if let Some(inner) = weak.upgrade() {
+                            inner.emit_kind("storageerror");
+                        }
+                    })
+                    .forget();
+                }
+            }
+        }
+        // A new or duplicated tab asks its siblings, so it never starts from a stale refresh
+        // token. localStorage is already shared: no need to wait.
+        if inner.tabs.has_channel() && !inner.tabs.shared_store() {
+            let (tx, rx) = oneshot::channel();
+            *inner.tabs.adopted.borrow_mut() = Some(tx);
+            inner.tabs.hello();
+            let mut rx = rx;
+            refresh::until_cancelled(TimeoutFuture::new(100), &mut rx).await;
+            drop(inner.tabs.adopted.borrow_mut().take());
+        }
+    }
+
     fn settle(&self, get: Get, fx: Vec<Effect<Waiter>>, rx: oneshot::Receiver<Settled>, signal: Option<AbortSignal>) -> Promise {
         apply(&self.inner, fx, &JsValue::UNDEFINED);
         match get {

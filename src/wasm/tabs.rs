@@ -1,0 +1,305 @@
+//! Cross-tab coordination and token storage: a `BroadcastChannel` that hands token sets,
+//! logouts and expiries to the other tabs of the origin, an exclusive Web Lock around each
+//! refresh, and an optional storage (`sessionStorage`, `localStorage` or a custom adapter).
+//! The rules (which generation wins, what a logout overrides) are the core's; this file only
+//! moves messages.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use js_sys::{Function, Object, Promise, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{BroadcastChannel, MessageEvent};
+
+use super::js::{field, get, now, set};
+use super::{apply, Inner};
+use crate::core::{parse_shared, Shared};
+
+/// Where token sets persist.
+pub(super) struct Store {
+    target: JsValue,
+    get: &'static str,
+    set: &'static str,
+    remove: &'static str,
+    /// `localStorage`: every tab reads the same data synchronously, so it is re-read inside the lock.
+    shared: bool,
+    ignore: Closure<dyn FnMut(JsValue)>,
+}
+
+impl Store {
+    /// `'memory'` (none), `'session'`, `'local'`, or an adapter `{ get(key), set(key, value), remove(key) }`
+    /// whose methods may return promises. `Err` names the problem; `Ok(None)` for memory.
+    pub(super) fn from_option(v: &JsValue) -> Result<Option<Store>, &'static str> {
+        let web = |name: &str, shared| {
+            // Reading sessionStorage/localStorage can throw (sandboxed iframes, disabled storage).
+            Reflect::get(&js_sys::global(), &JsValue::from_str(name)).ok().filter(JsValue::is_object).map(|target| Store {
+                target,
+                get: "getItem",
+                set: "setItem",
+                remove: "removeItem",
+                shared,
+                ignore: Closure::new(|_| {}),
+            })
+        };
+        match v.as_string().as_deref() {
+            None if v.is_undefined() => Ok(None),
+            Some("memory") => Ok(None),
+            Some("session") => Ok(web("sessionStorage", false)),
+            Some("local") => Ok(web("localStorage", true)),
+            Some(_) => Err("storage must be 'memory', 'session', 'local' or { get, set, remove }"),
+            None => {
+                let ok = ["get", "set", "remove"].iter().all(|m| get(v, m).is_function());
+                if !ok {
+                    return Err("storage must be 'memory', 'session', 'local' or { get, set, remove }");
+                }
+                Ok(Some(Store {
+                    target: v.clone(),
+                    get: "get",
+                    set: "set",
+                    remove: "remove",
+                    shared: false,
+                    ignore: Closure::new(|_| {}),
+                }))
+            }
+        }
+    }
+
+    fn call(&self, method: &str, args: &[&JsValue]) -> Result<JsValue, JsValue> {
+        let f: Function = get(&self.target, method).dyn_into()?;
+        match args {
+            [a] => f.call1(&self.target, a),
+            [a, b] => f.call2(&self.target, a, b),
+            _ => f.call0(&self.target),
+        }
+    }
+
+    /// Fire-and-forget write; an async adapter's rejection is swallowed (storage is best effort).
+    fn write(&self, method: &str, args: &[&JsValue]) {
+        if let Ok(v) = self.call(method, args) {
+            if let Some(p) = v.dyn_ref::<Promise>() {
+                let _ = p.catch(&self.ignore);
+            }
+        }
+    }
+}
+
+/// Everything a broker needs to talk to its sibling tabs.
+pub(super) struct Tabs {
+    key: String,
+    channel: Option<BroadcastChannel>,
+    on_message: RefCell<Option<Closure<dyn FnMut(MessageEvent)>>>,
+    /// `navigator.locks`, when the page has it (secure contexts only).
+    locks: Option<JsValue>,
+    pub(super) store: Option<Store>,
+    /// `(epoch, generation)` a sibling said it is refreshing: our refresh token is being spent.
+    peer_refreshing: Cell<Option<(u64, u64)>>,
+    /// Fired when a sibling's token set was adopted (a new tab waiting for its hello answer).
+    pub(super) adopted: RefCell<Option<futures_channel::oneshot::Sender<()>>>,
+}
+
+fn shared_message(kind: &str, s: &Shared) -> Object {
+    let o = Object::new();
+    set(&o, "t", &JsValue::from_str(kind));
+    set(&o, "g", &JsValue::from_f64(s.generation as f64));
+    set(&o, "e", &JsValue::from_f64(s.epoch as f64));
+    set(&o, "a", &JsValue::from_str(&s.access));
+    if let Some(r) = &s.refresh {
+        set(&o, "r", &JsValue::from_str(r));
+    }
+    if let Some(x) = s.expires_at_wall_ms {
+        set(&o, "x", &JsValue::from_f64(x));
+    }
+    o
+}
+
+/// Validates a token set from a message or storage; garbage is `None`.
+pub(super) fn read_shared(v: &JsValue) -> Option<Shared> {
+    if !v.is_object() {
+        return None;
+    }
+    parse_shared(field(get(v, "g")), field(get(v, "e")), field(get(v, "a")), field(get(v, "r")), field(get(v, "x")))
+}
+
+impl Tabs {
+    pub(super) fn new(name: &str, cross_tab: bool, store: Option<Store>) -> Tabs {
+        let mut key = String::from("token-broker:");
+        key.push_str(name);
+        let channel = if cross_tab { BroadcastChannel::new(&key).ok() } else { None };
+        let locks = if cross_tab {
+            Some(get(&get(&js_sys::global(), "navigator"), "locks")).filter(|l| get(l, "request").is_function())
+        } else {
+            None
+        };
+        Tabs {
+            key,
+            channel,
+            on_message: RefCell::new(None),
+            locks,
+            store,
+            peer_refreshing: Cell::new(None),
+            adopted: RefCell::new(None),
+        }
+    }
+
+    pub(super) fn has_channel(&self) -> bool {
+        self.channel.is_some()
+    }
+
+    pub(super) fn shared_store(&self) -> bool {
+        self.store.as_ref().is_some_and(|s| s.shared)
+    }
+
+    fn post(&self, msg: &JsValue) {
+        if let Some(c) = &self.channel {
+            let _ = c.post_message(msg);
+        }
+    }
+
+    /// A token set adopted here: to the siblings and to storage, before any waiter resolves.
+    pub(super) fn publish(&self, s: &Shared) {
+        let msg = shared_message("tokens", s);
+        if let Some(store) = &self.store {
+            // Store the same small record the channel carries, without the message type.
+            set(&msg, "t", &JsValue::UNDEFINED);
+            if let Ok(json) = js_sys::JSON::stringify(&msg) {
+                store.write(store.set, &[&JsValue::from_str(&self.key), &json.into()]);
+            }
+            set(&msg, "t", &JsValue::from_str("tokens"));
+        }
+        self.post(&msg);
+    }
+
+    /// The session ended here (logout or expiry).
+    pub(super) fn publish_end(&self, epoch: u64, generation: u64, logout: bool) {
+        if let Some(store) = &self.store {
+            store.write(store.remove, &[&JsValue::from_str(&self.key)]);
+        }
+        let o = Object::new();
+        set(&o, "t", &JsValue::from_str("end"));
+        set(&o, "e", &JsValue::from_f64(epoch as f64));
+        set(&o, "g", &JsValue::from_f64(generation as f64));
+        set(&o, "l", &JsValue::from_bool(logout));
+        self.post(&o);
+    }
+
+    /// Asks the siblings for their current token set (a new or duplicated tab).
+    pub(super) fn hello(&self) {
+        let o = Object::new();
+        set(&o, "t", &JsValue::from_str("hello"));
+        self.post(&o);
+    }
+
+    /// Reads storage. `Ok(None)`: nothing stored; `Err(())`: garbage (removed, to be reported).
+    pub(super) async fn load(&self) -> Result<Option<Shared>, ()> {
+        let Some(store) = &self.store else { return Ok(None) };
+        let mut v = store.call(store.get, &[&JsValue::from_str(&self.key)]).map_err(|_| ())?;
+        if let Some(p) = v.dyn_ref::<Promise>() {
+            v = JsFuture::from(p.clone()).await.map_err(|_| ())?;
+        }
+        self.parse_stored(v)
+    }
+
+    fn parse_stored(&self, v: JsValue) -> Result<Option<Shared>, ()> {
+        if v.is_undefined() || v.is_null() {
+            return Ok(None);
+        }
+        let parsed = v.as_string().and_then(|s| js_sys::JSON::parse(&s).ok()).and_then(|o| read_shared(&o));
+        match parsed {
+            Some(s) => Ok(Some(s)),
+            None => {
+                if let Some(store) = &self.store {
+                    store.write(store.remove, &[&JsValue::from_str(&self.key)]);
+                }
+                Err(())
+            }
+        }
+    }
+
+    /// Inside the lock: `localStorage` may hold a generation a sibling wrote a moment ago
+    /// (its broadcast may still be on its way).
+    pub(super) fn reread_shared_store(&self) -> Option<Shared> {
+        let store = self.store.as_ref().filter(|s| s.shared)?;
+        let v = store.call(store.get, &[&JsValue::from_str(&self.key)]).ok()?;
+        self.parse_stored(v).ok().flatten()
+    }
+
+    /// Whether a sibling announced it is spending the refresh token of `(epoch, generation)`.
+    pub(super) fn peer_is_refreshing(&self, epoch: u64, generation: u64) -> bool {
+        self.peer_refreshing.get() == Some((epoch, generation))
+    }
+
+    pub(super) fn clear_peer_refreshing(&self) {
+        self.peer_refreshing.set(None);
+    }
+
+    pub(super) fn announce_refresh(&self, epoch: u64, generation: u64) {
+        let o = Object::new();
+        set(&o, "t", &JsValue::from_str("refreshing"));
+        set(&o, "e", &JsValue::from_f64(epoch as f64));
+        set(&o, "g", &JsValue::from_f64(generation as f64));
+        self.post(&o);
+    }
+
+    /// `navigator.locks.request(key, { signal }, callback)`, or `None` without Web Locks.
+    pub(super) fn request_lock(&self, signal: &web_sys::AbortSignal, callback: &JsValue) -> Option<Promise> {
+        let locks = self.locks.as_ref()?;
+        let request: Function = get(locks, "request").dyn_into().ok()?;
+        let opts = Object::new();
+        set(&opts, "mode", &JsValue::from_str("exclusive"));
+        set(&opts, "signal", signal);
+        request.call3(locks, &JsValue::from_str(&self.key), &opts, callback).ok()?.dyn_into().ok()
+    }
+
+    pub(super) fn close(&self) {
+        if let Some(c) = &self.channel {
+            c.set_onmessage(None);
+            c.close();
+        }
+        drop(self.on_message.borrow_mut().take());
+    }
+}
+
+/// Listens to the siblings. Holds the broker weakly: a closed broker is not kept alive.
+pub(super) fn listen(inner: &Rc<Inner>) {
+    let Some(channel) = &inner.tabs.channel else { return };
+    let weak = Rc::downgrade(inner);
+    let cb = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+        let Some(inner) = weak.upgrade() else { return };
+        let data = ev.data();
+        let num = |k| get(&data, k).as_f64().filter(|n| n.is_finite() && *n >= 0.0).map(|n| n as u64);
+        match get(&data, "t").as_string().as_deref() {
+            Some("tokens") => {
+                let Some(s) = read_shared(&data) else { return };
+                let fx = inner.core.borrow_mut().adopt_shared(s, now());
+                if !fx.is_empty() {
+                    if let Some(tx) = inner.tabs.adopted.borrow_mut().take() {
+                        let _ = tx.send(());
+                    }
+                }
+                apply(&inner, fx, &JsValue::UNDEFINED);
+            }
+            Some("end") => {
+                let (Some(e), Some(g)) = (num("e"), num("g")) else { return };
+                let logout = get(&data, "l").as_bool().unwrap_or(false);
+                let fx = inner.core.borrow_mut().end_shared(e, g, logout);
+                apply(&inner, fx, &JsValue::UNDEFINED);
+            }
+            Some("hello") => {
+                let current = inner.core.borrow().shared(now());
+                if let Some(s) = current {
+                    inner.tabs.post(&shared_message("tokens", &s));
+                }
+            }
+            Some("refreshing") => {
+                if let (Some(e), Some(g)) = (num("e"), num("g")) {
+                    inner.tabs.peer_refreshing.set(Some((e, g)));
+                }
+            }
+            _ => {}
+        }
+    });
+    channel.set_onmessage(Some(cb.as_ref().unchecked_ref()));
+    *inner.tabs.on_message.borrow_mut() = Some(cb);
+}

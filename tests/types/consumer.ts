@@ -1,0 +1,52 @@
+// A TypeScript consumer of the package: must type-check with `tsc -p tests/types --noEmit`.
+// It is never run; it pins the public types of token-broker, token-broker/axios and token-broker/fetch.
+import axios, { type AxiosError } from 'axios';
+import { createTokenBroker, isTokenBrokerError, TokenBrokerError, type TokenBroker } from 'token-broker';
+import { attachAxios, type AttachAxiosOptions, type ReplayPolicy } from 'token-broker/axios';
+import { createAuthFetch, type AuthFetch, type AuthFetchOptions } from 'token-broker/fetch';
+
+export async function main(): Promise<void> {
+  const broker: TokenBroker = await createTokenBroker({
+    refresh: { url: '/auth/refresh-token', body: 'json' },
+    tokens: { access_token: 'a', refresh_token: 'r', expires_in: 60 },
+    refreshTimeoutMs: 5000,
+    onSessionExpired: (err) => console.warn(err.code),
+    allowedOrigins: ['https://api.example.com'],
+  });
+
+  // axios: attach, module augmentation (skipAuth), detach.
+  const api = axios.create({ baseURL: 'https://api.example.com' });
+  const replay: ReplayPolicy = 'idempotent';
+  const axiosOptions: AttachAxiosOptions = { replay, allowedOrigins: ['https://cdn.example.com'] };
+  const detach: () => void = attachAxios(api, broker, axiosOptions);
+  attachAxios(axios, broker, { replay: false });
+  await api.post('/auth/login', { username: 'demo' }, { skipAuth: true });
+  const { data } = await api.get<{ value: number }>('/statistics', { signal: new AbortController().signal });
+  const n: number = data.value;
+  detach();
+
+  // fetch: fetch-compatible signature.
+  const fetchOptions: AuthFetchOptions = { fetch: globalThis.fetch, replay: 'all' };
+  const authFetch: AuthFetch = createAuthFetch(broker, fetchOptions);
+  const asFetch: (input: RequestInfo | URL, init?: RequestInit) => Promise<Response> = authFetch;
+  const res: Response = await asFetch(new URL('/statistics', location.href), { method: 'GET' });
+  createAuthFetch(broker);
+
+  // Errors narrow to TokenBrokerError.
+  try {
+    await authFetch('/orders', { method: 'POST', body: JSON.stringify({ n }) });
+  } catch (e) {
+    if (isTokenBrokerError(e)) console.log(e.code satisfies string);
+    if (e instanceof TokenBrokerError) console.log(e.code);
+    if (axios.isAxiosError(e)) console.log((e as AxiosError).response?.status);
+  }
+  console.log(res.status);
+
+  // Misuse must not type-check.
+  // @ts-expect-error replay is 'all' | 'idempotent' | false
+  attachAxios(api, broker, { replay: 'sometimes' });
+  // @ts-expect-error skipAuth is a boolean
+  await api.get('/statistics', { skipAuth: 'yes' });
+  // @ts-expect-error the broker is required
+  createAuthFetch();
+}
