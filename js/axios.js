@@ -8,17 +8,6 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 const abortedError = (signal) =>
   new TokenBrokerError('ABORTED', 'The request was aborted while it waited for a token', { cause: signal?.reason });
 
-/** Resolves like `promise`, or rejects with ABORTED as soon as `signal` fires. */
-function untilAborted(promise, signal) {
-  if (typeof signal?.addEventListener !== 'function') return promise; // no signal, or a bare GenericAbortSignal
-  if (signal.aborted) return Promise.reject(abortedError(signal));
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(abortedError(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
-
 /** `true` when `replay` lets a request with this method and these headers be sent again. */
 function replayAllowed(replay, method, hasIdempotencyKey) {
   if (replay === false) return false;
@@ -74,12 +63,13 @@ export function attachAxios(axiosInstance, broker, options = {}) {
     if (!config || response?.status !== 401 || !config[SENT] || config[REPLAY] !== undefined) throw error;
     if (config.signal?.aborted) throw error;
     if (!broker.shouldRefreshOn401(headerGet(response.headers, 'www-authenticate') ?? null)) throw error;
-    const renewed = broker.tokenRejected(config[SENT]);
+    const renewed = broker.tokenRejected(config[SENT], { signal: config.signal });
     if (!replayAllowed(replay, config.method, headerGet(config.headers, 'idempotency-key') != null)) {
       renewed.catch(() => {}); // later calls still get a fresh token; this one is not sent again
       throw error;
     }
-    const token = await untilAborted(renewed, config.signal);
+    const token = await renewed;
+    if (config.signal?.aborted) throw abortedError(config.signal); // no replay after an abort
     return axiosInstance.request({ ...config, [REPLAY]: token, [SENT]: undefined });
   };
 

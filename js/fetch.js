@@ -6,16 +6,6 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 const abortedError = (signal) =>
   new TokenBrokerError('ABORTED', 'The request was aborted while it waited for a token', { cause: signal?.reason });
 
-/** Resolves like `promise`, or rejects with ABORTED as soon as `signal` fires. */
-function untilAborted(promise, signal) {
-  if (signal.aborted) return Promise.reject(abortedError(signal));
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(abortedError(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
-
 function replayAllowed(replay, request) {
   if (replay === false) return false;
   if (replay === 'idempotent') return IDEMPOTENT.has(request.method) || request.headers.has('Idempotency-Key');
@@ -47,13 +37,14 @@ export function createAuthFetch(broker, options = {}) {
     if (response.status !== 401 || !broker.shouldRefreshOn401(response.headers.get('WWW-Authenticate'))) {
       return response;
     }
-    const renewed = broker.tokenRejected(token);
+    const renewed = broker.tokenRejected(token, { signal: request.signal });
     if (!spare || request.signal.aborted) {
       renewed.catch(() => {}); // later calls get a fresh token; the caller gets this 401
       return response;
     }
     response.body?.cancel().catch(() => {}); // this 401 is never returned: free its connection
-    const fresh = await untilAborted(renewed, request.signal);
+    const fresh = await renewed;
+    if (request.signal.aborted) throw abortedError(request.signal); // no replay after an abort
     spare.headers.set('Authorization', `Bearer ${fresh}`);
     return send(spare); // the one replay: a 401 here goes to the caller as a Response
   };

@@ -118,9 +118,9 @@ export interface TokenBroker {
   /**
   Report that a request sent with `token` got 401. Resolves with the token to replay with: for
   a late 401 (an older token) the current one, with no refresh; for the current token, the new
-  one after a single shared refresh.
+  one after a single shared refresh. `signal` aborts only this caller's wait (`ABORTED`).
   */
-  tokenRejected(token: string): Promise<string>;
+  tokenRejected(token: string, options?: { signal?: AbortSignal | null }): Promise<string>;
   /** Whether a 401 with this `WWW-Authenticate` deserves a refresh (bare or `invalid_token`: yes; `insufficient_scope`: no). */
   shouldRefreshOn401(wwwAuthenticate?: string | null): boolean;
   /** Whether `origin` may receive the token: the page's own origin or one in `allowedOrigins`. */

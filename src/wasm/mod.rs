@@ -285,12 +285,10 @@ impl TokenBroker {
     /// `LOGGED_OUT`, ...). `options.signal` aborts only this caller's wait.
     #[wasm_bindgen(js_name = getAccessToken, unchecked_return_type = "Promise<string>")]
     pub fn get_access_token(&self, options: JsValue) -> Promise {
-        let signal = get(&options, "signal").dyn_into::<AbortSignal>().ok();
-        if let Some(s) = &signal {
-            if s.aborted() {
-                return Promise::reject(&js_error(BrokerError::Aborted, None, &s.reason()));
-            }
-        }
+        let signal = match aborted_or_signal(&options) {
+            Ok(s) => s,
+            Err(p) => return p,
+        };
         let (tx, rx) = oneshot::channel();
         let mut tx = Some(tx);
         let (get, fx) = self.inner.core.borrow_mut().get_token(now(), || tx.take().expect_waiter());
@@ -300,13 +298,15 @@ impl TokenBroker {
     /// Call when the server answered 401 to a request sent with `token`. Resolves with the token
     /// to replay the request with: if `token` is older than the current one (a late 401), the
     /// current token, with no refresh; if it is the current one, the new token after a single
-    /// shared refresh.
+    /// shared refresh. `options.signal` aborts only this caller's wait (`ABORTED`).
     #[wasm_bindgen(js_name = tokenRejected, unchecked_return_type = "Promise<string>")]
-    pub fn token_rejected(&self, token: &str) -> Promise {
+    pub fn token_rejected(&self, token: &str, options: JsValue) -> Promise {
+        // Even an aborted caller's 401 is news: the core hears it before the abort applies.
+        let signal = get(&options, "signal").dyn_into::<AbortSignal>().ok();
         let (tx, rx) = oneshot::channel();
         let mut tx = Some(tx);
         let (get, fx) = self.inner.core.borrow_mut().token_rejected(token, now(), || tx.take().expect_waiter());
-        self.settle(get, fx, rx, None)
+        self.settle(get, fx, rx, signal)
     }
 
     /// Whether a 401 with this `WWW-Authenticate` value deserves a refresh: yes for a bare
@@ -386,6 +386,15 @@ impl TokenBroker {
     }
 }
 
+/// The caller's `signal`, or a rejected Promise when it already fired.
+fn aborted_or_signal(options: &JsValue) -> Result<Option<AbortSignal>, Promise> {
+    let signal = get(options, "signal").dyn_into::<AbortSignal>().ok();
+    match &signal {
+        Some(s) if s.aborted() => Err(Promise::reject(&js_error(BrokerError::Aborted, None, &s.reason()))),
+        _ => Ok(signal),
+    }
+}
+
 trait ExpectWaiter {
     fn expect_waiter(self) -> Waiter;
 }
@@ -437,6 +446,11 @@ impl TokenBroker {
         match get {
             Get::Ready(token) => Promise::resolve(&self.token_value(token)),
             Get::Fail(e) => Promise::reject(&js_error(e, None, &JsValue::UNDEFINED)),
+            Get::Wait(id) if signal.as_ref().is_some_and(AbortSignal::aborted) => {
+                drop(self.inner.core.borrow_mut().abort_waiter(id));
+                let reason = signal.map_or(JsValue::UNDEFINED, |s| s.reason());
+                Promise::reject(&js_error(BrokerError::Aborted, None, &reason))
+            }
             Get::Wait(id) => {
                 // Listen before returning: the caller may abort synchronously, before the
                 // future below is first polled.

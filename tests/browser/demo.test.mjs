@@ -67,6 +67,17 @@ after(async () => {
   await server?.stop();
 });
 
+test('the examples run the package just built, installed by name from its tarball', () => {
+  for (const dir of ['examples/dashboard', 'examples/react']) {
+    const manifest = JSON.parse(fs.readFileSync(path.join(ROOT, dir, 'package.json'), 'utf8'));
+    assert.match(manifest.dependencies['token-broker'], /^file:.*token-broker-[\d.]+\.tgz$/, `${dir} depends on the tarball`);
+    for (const f of ['package.json', 'index.js', 'axios.js', 'fetch.js', 'token_broker.js', 'token_broker_bg.wasm']) {
+      assert.ok(fs.readFileSync(path.join(ROOT, dir, 'node_modules/token-broker', f)).equals(fs.readFileSync(path.join(ROOT, 'pkg', f))),
+        `${dir}/node_modules/token-broker/${f} equals pkg/${f}`);
+    }
+  }
+});
+
 test('token-broker: a burst after expiry makes one refresh, replays every call, fills every panel', async () => {
   await control('reset', {});
   await page.goto(`${server.url}/`);
@@ -82,6 +93,12 @@ test('token-broker: a burst after expiry makes one refresh, replays every call, 
   await page.fill('[data-testid=ttl-input]', '20');
   await page.click('[data-testid=ttl-apply]');
   await page.waitForFunction(async () => (await (await fetch('/__control/config')).json()).access_ttl === 20);
+
+  // The grace-window switch reaches the server (and is left off: strict rotation).
+  await page.click('[data-testid=grace-toggle]');
+  await page.waitForFunction(async () => (await (await fetch('/__control/config')).json()).grace === 10);
+  await page.click('[data-testid=grace-toggle]');
+  await page.waitForFunction(async () => (await (await fetch('/__control/config')).json()).grace === 0);
 
   // Expire the current token for the server (its clock jumps); the browser is not told.
   await page.click('[data-testid=expire-now]');

@@ -113,7 +113,7 @@ fn rejected_broker(c: &JsValue, kind: &str, delay: u32, extra: &JsValue) -> (Tok
     let extra = if extra.is_undefined() { obj(&[]) } else { extra.clone() };
     Reflect::set(&extra, &"tokens".into(), &tokens("old", "r0", 60.0)).unwrap();
     let b = TokenBroker::new(opts(&refresh_fn(c, kind, delay), &extra)).unwrap();
-    let first = b.token_rejected("old");
+    let first = b.token_rejected("old", none());
     (b, first)
 }
 
@@ -163,7 +163,7 @@ async fn fifty_parallel_callers_share_one_refresh() {
     for t in ["tokens", "refreshstart", "refreshend"] {
         b.add_event_listener(t.into(), rec.clone());
     }
-    let mut promises: Vec<Promise> = vec![b.token_rejected("old")];
+    let mut promises: Vec<Promise> = vec![b.token_rejected("old", none())];
     promises.extend((0..49).map(|_| b.get_access_token(none())));
     assert_eq!(b.state(), "refreshing");
     for p in promises {
@@ -175,7 +175,7 @@ async fn fifty_parallel_callers_share_one_refresh() {
     let events: Vec<String> = js_sys::Array::from(&get(&c, "events")).iter().filter_map(|v| v.as_string()).collect();
     assert_eq!(events, vec!["refreshstart", "tokens", "refreshend"]);
     // A late 401 for the old token: the current token, no second refresh.
-    assert_eq!(settle(b.token_rejected("old")).await.unwrap().as_string().as_deref(), Some("access-1"));
+    assert_eq!(settle(b.token_rejected("old", none())).await.unwrap().as_string().as_deref(), Some("access-1"));
     assert_eq!(n(&c), 1.0);
 }
 
@@ -304,7 +304,7 @@ async fn builtin_refresh_posts_an_oauth_form_grant() {
         ("tokens", tokens("old", "r/0+=", 60.0)),
     ]))
     .unwrap();
-    let got = settle(b.token_rejected("old")).await;
+    let got = settle(b.token_rejected("old", none())).await;
     restore_fetch(&m);
     assert_eq!(got.unwrap().as_string().as_deref(), Some("from-url"));
     let seen = js_sys::Array::from(&get(&m, "seen"));
@@ -327,7 +327,7 @@ async fn builtin_refresh_json_body_and_invalid_grant() {
         ("onSessionExpired", on_expired(&c)),
     ]))
     .unwrap();
-    let e = settle(b.token_rejected("old")).await.unwrap_err();
+    let e = settle(b.token_rejected("old", none())).await.unwrap_err();
     restore_fetch(&m);
     assert_broker_error(&e, "SESSION_EXPIRED");
     assert_eq!(get(&get(&e, "cause"), "status").as_f64(), Some(400.0), "cause is the Response");
@@ -341,7 +341,7 @@ async fn builtin_refresh_json_body_and_invalid_grant() {
 async fn builtin_refresh_503_is_retried_and_malformed_json_is_an_error() {
     let m = mock_fetch(503, &"oops".into(), &obj(&[("Retry-After", "0".into())]));
     let b = TokenBroker::new(obj(&[("refresh", obj(&[("url", "/t".into())])), ("tokens", tokens("old", "r0", 60.0))])).unwrap();
-    let e = settle(b.token_rejected("old")).await.unwrap_err();
+    let e = settle(b.token_rejected("old", none())).await.unwrap_err();
     restore_fetch(&m);
     assert_broker_error(&e, "REFRESH_FAILED");
     assert_eq!(js_sys::Array::from(&get(&m, "seen")).length(), 3, "1 + 2 retries");
