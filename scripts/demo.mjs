@@ -1,0 +1,166 @@
+// `npm run demo` (after scripts/demo.sh ran setup and built pkg/): packs the package, installs the
+// tarball into the examples by name as a user would, builds them with Vite, and starts the reference
+// token server serving the dashboard at / and the React example at /react/.
+//
+//   node scripts/demo.mjs [--port N]      PORT=N also works; default 8080, 0 = any free port
+//
+// tests/browser/demo.test.mjs imports buildDemoSite() and startDemoServer() from here.
+import { execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const DASHBOARD = path.join(ROOT, 'examples/dashboard');
+export const REACT = path.join(ROOT, 'examples/react');
+const PKG = path.join(ROOT, 'pkg');
+const env = { ...process.env, PATH: `${process.env.HOME}/.cargo/bin:${process.env.PATH}` };
+const say = (msg) => process.stderr.write(`[demo] ${msg}\n`);
+const sha = (file) => createHash('sha256').update(readFileSync(file)).digest('hex');
+
+/** `npm pack ./pkg` into the repository root (git-ignored *.tgz); returns the tarball's path. */
+export function packPackage() {
+  for (const f of ['package.json', 'index.js', 'axios.js', 'fetch.js', 'token_broker_bg.wasm']) {
+    if (!existsSync(path.join(PKG, f))) throw new Error(`pkg/${f} is missing: run node scripts/build.mjs first`);
+  }
+  const { version } = JSON.parse(readFileSync(path.join(PKG, 'package.json'), 'utf8'));
+  const out = execFileSync('npm', ['pack', './pkg', '--pack-destination', ROOT, '--silent'],
+    { cwd: ROOT, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop();
+  const tarball = path.join(ROOT, out || `token-broker-${version}.tgz`);
+  if (!existsSync(tarball)) throw new Error(`npm pack did not write ${tarball}`);
+  return tarball;
+}
+
+/**
+ * `npm install <tarball>` in an example folder, skipped when node_modules already holds this tarball
+ * and matches package.json + package-lock.json. (A bare `npm install`/`npm ci` is not enough: npm
+ * reuses its cached copy of a `file:` tarball whose lock entry still has the old integrity.)
+ */
+export function installExample(dir, tarball) {
+  const stampFile = path.join(dir, 'node_modules/.token-broker-demo-stamp');
+  const stamp = () => [tarball, sha(tarball), sha(path.join(dir, 'package.json')),
+    existsSync(path.join(dir, 'package-lock.json')) ? sha(path.join(dir, 'package-lock.json')) : '-'].join('\n');
+  if (existsSync(path.join(dir, 'node_modules/.package-lock.json')) && existsSync(stampFile)
+      && readFileSync(stampFile, 'utf8') === stamp()) {
+    say(`${path.relative(ROOT, dir)}: node_modules up to date`);
+    return false;
+  }
+  const spec = path.relative(dir, tarball);
+  say(`${path.relative(ROOT, dir)}: npm install ${spec}`);
+  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', spec],
+    { cwd: dir, env, stdio: ['ignore', 2, 2] });
+  writeFileSync(stampFile, stamp());
+  return true;
+}
+
+/** `npm run build` (vite build) in an example folder. */
+export function buildExample(dir) {
+  say(`${path.relative(ROOT, dir)}: vite build`);
+  execFileSync('npm', ['run', 'build', '--silent', '--', '--logLevel', 'warn'],
+    { cwd: dir, env, stdio: ['ignore', 2, 2] }); // npm's output to stderr: a test's stdout stays clean
+}
+
+/**
+ * Pack, install and build both examples; the React build is copied to the dashboard's dist/react.
+ * @returns {string} the folder to serve (examples/dashboard/dist)
+ */
+export function buildDemoSite() {
+  const tarball = packPackage();
+  for (const dir of [DASHBOARD, REACT]) {
+    installExample(dir, tarball);
+    buildExample(dir);
+  }
+  const site = path.join(DASHBOARD, 'dist');
+  rmSync(path.join(site, 'react'), { recursive: true, force: true });
+  cpSync(path.join(REACT, 'dist'), path.join(site, 'react'), { recursive: true });
+  return site;
+}
+
+/**
+ * Starts the reference server (`cargo run -q --release -p token-server`, or TB_SERVER_CMD) in its own
+ * process group. Resolves once it printed its JSON line.
+ * @returns {Promise<{ url: string, foreign: string, proc: import('node:child_process').ChildProcess, stop: () => Promise<void> }>}
+ */
+export async function startDemoServer({ port = 8080, staticDir, args = [], quiet = false } = {}) {
+  const cmd = process.env.TB_SERVER_CMD ?? 'cargo run -q --release -p token-server --';
+  const [exe, ...pre] = cmd.split(' ').filter(Boolean);
+  const proc = spawn(exe, [...pre, '--port', String(port), '--test-controls', '--static', staticDir, ...args],
+    { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let stderr = '';
+  proc.stderr.on('data', (d) => {
+    stderr = (stderr + d).slice(-4000);
+    if (!quiet) process.stderr.write(d);
+  });
+  const killGroup = (sig) => { try { process.kill(-proc.pid, sig); } catch { /* already gone */ } };
+  const onExit = () => killGroup('SIGKILL');
+  process.once('exit', onExit); // never leave the server behind
+  const lines = readline.createInterface({ input: proc.stdout });
+  const first = await new Promise((resolve, reject) => {
+    lines.once('line', resolve);
+    proc.once('exit', (code) => reject(new Error(`token server exited (${code}) before listening:\n${stderr}`)));
+  });
+  lines.on('line', () => {}); // keep draining stdout
+  const info = JSON.parse(first);
+  const stop = async () => {
+    process.removeListener('exit', onExit);
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    killGroup('SIGTERM');
+    const timer = setTimeout(() => killGroup('SIGKILL'), 3000);
+    await exited;
+    clearTimeout(timer);
+  };
+  return { url: info.listening, foreign: info.foreign, proc, stop };
+}
+
+function portFromArgs(argv) {
+  let port = process.env.PORT ?? '8080';
+  for (let i = 0; i < argv.length; i += 1) {
+    if (argv[i] === '--port') port = argv[++i];
+    else if (argv[i].startsWith('--port=')) port = argv[i].slice(7);
+    else if (argv[i] === '--help' || argv[i] === '-h') {
+      console.log('usage: npm run demo [-- --port N]   (or PORT=N npm run demo; default 8080)');
+      process.exit(0);
+    } else throw new Error(`unknown argument ${argv[i]} (usage: npm run demo -- --port N)`);
+  }
+  if (!/^\d+$/.test(String(port)) || Number(port) > 65535) throw new Error(`bad port ${port}`);
+  return Number(port);
+}
+
+async function main() {
+  const port = portFromArgs(process.argv.slice(2));
+  const site = buildDemoSite();
+  say('starting the reference token server (cargo run --release -p token-server)');
+  const server = await startDemoServer({ port, staticDir: site, quiet: true });
+  let stopping = false;
+  const shutdown = async (sig) => {
+    if (stopping) return;
+    stopping = true;
+    say(`${sig}: stopping the server`);
+    await server.stop();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGHUP', () => shutdown('SIGHUP'));
+  server.proc.once('exit', (code) => {
+    if (!stopping) { say(`the token server exited (${code})`); process.exit(1); }
+  });
+  console.log(`
+  token-broker demo is running:
+
+    dashboard (Vue 3 + axios)   ${server.url}/
+    React + fetch example       ${server.url}/react/
+
+  Log in as demo / demo. Press Ctrl-C to stop.
+`);
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((err) => {
+    console.error(`[demo] ${err.message}`);
+    process.exit(1);
+  });
+}
