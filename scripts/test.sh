@@ -17,8 +17,9 @@ fi
 echo "== ring 2: the WebAssembly boundary in headless Chromium (wasm-pack test)"
 wasm-pack test --headless --chrome 2>&1
 
-echo "== ring 3: package build"
+echo "== ring 3: package build (and the reference server the browser tests start)"
 node scripts/build.mjs
+cargo build --release --quiet -p token-server
 
 echo "== ring 4: JS tests in real Chromium (node --test)"
 shopt -s nullglob

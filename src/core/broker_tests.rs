@@ -1,5 +1,7 @@
 //! One test per transition and per rule of the state machine (issue 2, security-rules.md).
+//! Compiled only under `cfg(test)` (see the `mod tests` declaration in broker.rs).
 
+#[cfg(test)]
 use super::*;
 use crate::core::token::tests::jwt;
 use crate::core::{parse_token_set, Field};
