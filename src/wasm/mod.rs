@@ -289,9 +289,9 @@ impl TokenBroker {
             Ok(s) => s,
             Err(p) => return p,
         };
-        let (tx, rx) = oneshot::channel();
-        let mut tx = Some(tx);
-        let (get, fx) = self.inner.core.borrow_mut().get_token(now(), || tx.take().expect_waiter());
+        // The channel is made only when the caller has to wait: the hot path allocates nothing.
+        let mut rx = None;
+        let (get, fx) = self.inner.core.borrow_mut().get_token(now(), || waiter(&mut rx));
         self.settle(get, fx, rx, signal)
     }
 
@@ -303,9 +303,8 @@ impl TokenBroker {
     pub fn token_rejected(&self, token: &str, options: JsValue) -> Promise {
         // Even an aborted caller's 401 is news: the core hears it before the abort applies.
         let signal = get(&options, "signal").dyn_into::<AbortSignal>().ok();
-        let (tx, rx) = oneshot::channel();
-        let mut tx = Some(tx);
-        let (get, fx) = self.inner.core.borrow_mut().token_rejected(token, now(), || tx.take().expect_waiter());
+        let mut rx = None;
+        let (get, fx) = self.inner.core.borrow_mut().token_rejected(token, now(), || waiter(&mut rx));
         self.settle(get, fx, rx, signal)
     }
 
@@ -395,16 +394,10 @@ fn aborted_or_signal(options: &JsValue) -> Result<Option<AbortSignal>, Promise> 
     }
 }
 
-trait ExpectWaiter {
-    fn expect_waiter(self) -> Waiter;
-}
-
-impl ExpectWaiter for Option<Waiter> {
-    /// The core asks for the waiter at most once per call; a second request would be a bug in
-    /// the core, answered with a closed channel (the caller then sees `DISPOSED`, not a hang).
-    fn expect_waiter(self) -> Waiter {
-        self.unwrap_or_else(|| oneshot::channel().0)
-    }
+fn waiter(rx: &mut Option<oneshot::Receiver<Settled>>) -> Waiter {
+    let (tx, r) = oneshot::channel();
+    *rx = Some(r);
+    tx
 }
 
 impl TokenBroker {
@@ -441,7 +434,7 @@ impl TokenBroker {
         }
     }
 
-    fn settle(&self, get: Get, fx: Vec<Effect<Waiter>>, rx: oneshot::Receiver<Settled>, signal: Option<AbortSignal>) -> Promise {
+    fn settle(&self, get: Get, fx: Vec<Effect<Waiter>>, rx: Option<oneshot::Receiver<Settled>>, signal: Option<AbortSignal>) -> Promise {
         apply(&self.inner, fx, &JsValue::UNDEFINED);
         match get {
             Get::Ready(token) => Promise::resolve(&self.token_value(token)),
@@ -468,7 +461,11 @@ impl TokenBroker {
                     (s, cb)
                 });
                 future_to_promise(async move {
-                    let result = rx.await;
+                    // `Wait` always comes with the receiver made for it; `None` reads as a closed channel.
+                    let result = match rx {
+                        Some(rx) => rx.await,
+                        None => Err(oneshot::Canceled),
+                    };
                     if let Some((s, cb)) = abort {
                         let _ = s.remove_event_listener_with_callback("abort", cb.as_ref().unchecked_ref());
                     }
