@@ -35,16 +35,17 @@ export function attachAxios(axiosInstance, broker, options = {}) {
   const replay = options.replay ?? 'all';
   const extra = new Set(options.allowedOrigins ?? []);
 
+  let base, baseOrigin; // the instance's baseURL origin, recomputed only when baseURL changes
   const allowed = (config) => {
-    const instanceBase = axiosInstance.defaults?.baseURL;
-    const baseOrigin = instanceBase ? originOf(instanceBase) : null;
-    let origin;
-    try {
-      origin = originOf(axiosInstance.getUri(config)); // what axios will request (baseURL, allowAbsoluteUrls)
-    } catch {
-      origin = originOf(config.url ?? '', config.baseURL);
+    // Where the request goes. An absolute URL ignores baseURL, as in axios (with
+    // `allowAbsoluteUrls: false` axios sends it under baseURL, whose origin is allowed anyway).
+    const origin = originOf(config.url ?? '', config.baseURL);
+    if (origin === null) return false;
+    if (axiosInstance.defaults?.baseURL !== base) {
+      base = axiosInstance.defaults?.baseURL;
+      baseOrigin = base ? originOf(base) : null;
     }
-    return origin !== null && (origin === baseOrigin || extra.has(origin) || broker.allowsOrigin(origin));
+    return origin === baseOrigin || extra.has(origin) || broker.allowsOrigin(origin);
   };
 
   const onRequest = async (config) => {

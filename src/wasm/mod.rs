@@ -156,9 +156,18 @@ pub(crate) fn apply(inner: &Rc<Inner>, effects: Vec<Effect<Waiter>>, cause: &JsV
 }
 
 
+/// Where the broker listens for "the page is back": the document becoming visible, the
+/// network coming back.
+const WAKE_EVENTS: [(&str, &str); 2] = [("document", "visibilitychange"), ("window", "online")];
+
+fn wake_targets() -> impl Iterator<Item = (EventTarget, &'static str)> {
+    WAKE_EVENTS
+        .into_iter()
+        .filter_map(|(owner, event)| get(&js_sys::global(), owner).dyn_into::<EventTarget>().ok().map(|t| (t, event)))
+}
+
 fn install_wake_listener(inner: &Rc<Inner>) {
     // Timers stall while a laptop sleeps or a tab is frozen: re-check on wake.
-    let Some(target) = get(&js_sys::global(), "document").dyn_into::<EventTarget>().ok() else { return };
     let weak = Rc::downgrade(inner);
     let cb = Closure::<dyn FnMut()>::new(move || {
         if let Some(inner) = weak.upgrade() {
@@ -166,10 +175,11 @@ fn install_wake_listener(inner: &Rc<Inner>) {
             apply(&inner, fx, &JsValue::UNDEFINED);
         }
     });
-    let _ = target.add_event_listener_with_callback("visibilitychange", cb.as_ref().unchecked_ref());
+    for (target, event) in wake_targets() {
+        let _ = target.add_event_listener_with_callback(event, cb.as_ref().unchecked_ref());
+    }
     *inner.wake_listener.borrow_mut() = Some(cb);
 }
-
 
 /// A token broker: one refresh for any number of parallel requests. Create it with
 /// `createTokenBroker(options)` from `token-broker` (which loads the WebAssembly module first).
@@ -350,8 +360,8 @@ impl TokenBroker {
         self.inner.tabs.close();
         drop(self.inner.deadline.borrow_mut().take());
         if let Some(cb) = self.inner.wake_listener.borrow_mut().take() {
-            if let Some(t) = get(&js_sys::global(), "document").dyn_ref::<EventTarget>() {
-                let _ = t.remove_event_listener_with_callback("visibilitychange", cb.as_ref().unchecked_ref());
+            for (target, event) in wake_targets() {
+                let _ = target.remove_event_listener_with_callback(event, cb.as_ref().unchecked_ref());
             }
         }
     }
