@@ -6,15 +6,13 @@
 //
 // Environment (same as the browser tests): TB_PKG_DIR (default pkg/), TB_SERVER_CMD (default
 // `cargo run -q --release -p token-server --`), TB_CHROMIUM (default /usr/bin/chromium).
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
 import { chromium } from 'playwright-core';
+import { startTokenServer } from './token-server.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const PKG = process.env.TB_PKG_DIR ?? path.join(ROOT, 'pkg');
@@ -56,32 +54,8 @@ function staticDir() {
   return dir;
 }
 
-async function startServer(dir) {
-  const cmd = process.env.TB_SERVER_CMD ?? 'cargo run -q --release -p token-server --';
-  const [exe, ...pre] = cmd.split(' ').filter(Boolean);
-  const args = [...pre, '--port', '0', '--foreign-port', '0', '--test-controls', '--static', dir,
-    '--access-ttl', String(ACCESS_TTL), '--grace', '0'];
-  const proc = spawn(exe, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  let stderr = '';
-  proc.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
-  const lines = readline.createInterface({ input: proc.stdout });
-  const first = new Promise((resolve, reject) => {
-    lines.once('line', resolve);
-    proc.once('exit', (code) => reject(new Error(`server exited (${code}) before listening:\n${stderr}`)));
-  });
-  process.once('exit', () => { try { process.kill(-proc.pid, 'SIGKILL'); } catch {} });
-  const info = JSON.parse(await first);
-  lines.on('line', () => {});
-  return { proc, base: info.listening };
-}
-
-async function stopServer(proc) {
-  const kill = (sig) => { try { process.kill(-proc.pid, sig); } catch {} };
-  if (proc.exitCode !== null) return;
-  kill('SIGTERM');
-  await Promise.race([once(proc, 'exit'), sleep(3000)]);
-  if (proc.exitCode === null) kill('SIGKILL');
-}
+const startServer = (dir) => startTokenServer(['--port', '0', '--foreign-port', '0', '--test-controls',
+  '--static', dir, '--access-ttl', String(ACCESS_TTL), '--grace', '0']);
 
 function sizes() {
   const files = ['token_broker_bg.wasm', 'index.js', 'token_broker.js', 'axios.js', 'fetch.js'];
@@ -184,7 +158,7 @@ async function main() {
     results.size = sizes();
   } finally {
     await browser.close().catch(() => {});
-    await stopServer(server.proc);
+    await server.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
   results.pageErrors = pageErrors;

@@ -5,11 +5,11 @@
 //   node scripts/demo.mjs [--port N]      PORT=N also works; default 8080, 0 = any free port
 //
 // tests/browser/demo.test.mjs imports buildDemoSite() and startDemoServer() from here.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { startTokenServer } from './token-server.mjs';
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -78,41 +78,11 @@ export function buildDemoSite() {
   return site;
 }
 
-/**
- * Starts the reference server (`cargo run -q --release -p token-server`, or TB_SERVER_CMD) in its own
- * process group. Resolves once it printed its JSON line.
- * @returns {Promise<{ url: string, foreign: string, proc: import('node:child_process').ChildProcess, stop: () => Promise<void> }>}
- */
+/** Starts the reference server serving the demo site on `port` (see scripts/token-server.mjs). */
 export async function startDemoServer({ port = 8080, staticDir, args = [], quiet = false } = {}) {
-  const cmd = process.env.TB_SERVER_CMD ?? 'cargo run -q --release -p token-server --';
-  const [exe, ...pre] = cmd.split(' ').filter(Boolean);
-  const proc = spawn(exe, [...pre, '--port', String(port), '--test-controls', '--static', staticDir, ...args],
-    { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  let stderr = '';
-  proc.stderr.on('data', (d) => {
-    stderr = (stderr + d).slice(-4000);
-    if (!quiet) process.stderr.write(d);
-  });
-  const killGroup = (sig) => { try { process.kill(-proc.pid, sig); } catch { /* already gone */ } };
-  const onExit = () => killGroup('SIGKILL');
-  process.once('exit', onExit); // never leave the server behind
-  const lines = readline.createInterface({ input: proc.stdout });
-  const first = await new Promise((resolve, reject) => {
-    lines.once('line', resolve);
-    proc.once('exit', (code) => reject(new Error(`token server exited (${code}) before listening:\n${stderr}`)));
-  });
-  lines.on('line', () => {}); // keep draining stdout
-  const info = JSON.parse(first);
-  const stop = async () => {
-    process.removeListener('exit', onExit);
-    if (proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = new Promise((r) => proc.once('exit', r));
-    killGroup('SIGTERM');
-    const timer = setTimeout(() => killGroup('SIGKILL'), 3000);
-    await exited;
-    clearTimeout(timer);
-  };
-  return { url: info.listening, foreign: info.foreign, proc, stop };
+  const server = await startTokenServer(['--port', String(port), '--test-controls', '--static', staticDir, ...args],
+    { quiet, env });
+  return { ...server, url: server.base };
 }
 
 function portFromArgs(argv) {

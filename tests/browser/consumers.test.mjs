@@ -12,14 +12,13 @@
 // step; TB_PKG_DIR, TB_SERVER_CMD and TB_CHROMIUM work as in harness.mjs.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { chromium } from 'playwright-core';
+import { startTokenServer } from '../../scripts/token-server.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const PKG = process.env.TB_PKG_DIR ?? path.join(ROOT, 'pkg');
@@ -58,33 +57,9 @@ function install(dir, tarball) {
   run('npm', ['install', '--no-save', ...npmFlags, tarball], dir);
 }
 
-/** Starts the reference server serving `dir`; resolves with { proc, base }. */
-async function startServer(dir) {
-  const cmd = process.env.TB_SERVER_CMD ?? 'cargo run -q --release -p token-server --';
-  const [exe, ...pre] = cmd.split(' ').filter(Boolean);
-  const args = [...pre, '--port', '0', '--foreign-port', '0', '--test-controls', '--static', dir,
-    '--access-ttl', String(ACCESS_TTL), '--grace', '0'];
-  const proc = spawn(exe, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  let stderr = '';
-  proc.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
-  const lines = readline.createInterface({ input: proc.stdout });
-  const first = new Promise((resolve, reject) => {
-    lines.once('line', resolve);
-    proc.once('exit', (code) => reject(new Error(`server exited (${code}) before listening:\n${stderr}`)));
-  });
-  process.once('exit', () => { try { process.kill(-proc.pid, 'SIGKILL'); } catch {} });
-  const info = JSON.parse(await first);
-  lines.on('line', () => {});
-  return { proc, base: info.listening };
-}
-
-async function stopServer({ proc }) {
-  const kill = (sig) => { try { process.kill(-proc.pid, sig); } catch {} };
-  if (proc.exitCode !== null) return;
-  kill('SIGTERM');
-  await Promise.race([once(proc, 'exit'), new Promise((r) => setTimeout(r, 3000))]);
-  if (proc.exitCode === null) kill('SIGKILL');
-}
+/** Starts the reference server serving `dir`; resolves with { base, stop }. */
+const startServer = (dir) => startTokenServer(['--port', '0', '--foreign-port', '0', '--test-controls',
+  '--static', dir, '--access-ttl', String(ACCESS_TTL), '--grace', '0']);
 
 async function control(base, name, body) {
   const res = await fetch(`${base}/__control/${name}`, body === undefined ? {}
@@ -203,7 +178,7 @@ describe('consumer apps built from the packed tarball', () => {
         assert.deepEqual(problems, [], 'no page errors or console warnings');
       } finally {
         await context.close().catch(() => {});
-        await stopServer(server);
+        await server.stop();
       }
     });
   }

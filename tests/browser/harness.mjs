@@ -5,14 +5,12 @@
 //   TB_PKG_DIR     folder served as /pkg (default: <repo>/pkg, the built package)
 //   TB_SERVER_CMD  command that starts the server (default: cargo run -q --release -p token-server --)
 //   TB_CHROMIUM    browser executable (default: /usr/bin/chromium)
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { startTokenServer } from '../../scripts/token-server.mjs';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const HERE = path.join(ROOT, 'tests/browser');
@@ -32,26 +30,8 @@ function staticDir() {
   return dir;
 }
 
-/** Starts the server; resolves with { proc, base, foreign } once it printed its JSON line. */
-async function startServer(dir) {
-  const cmd = process.env.TB_SERVER_CMD ?? 'cargo run -q --release -p token-server --';
-  const [exe, ...pre] = cmd.split(' ').filter(Boolean);
-  const args = [...pre, '--port', '0', '--foreign-port', '0', '--test-controls', '--static', dir, '--access-ttl', '2'];
-  // Own process group, so close() can end the server even when a wrapper (cargo) started it.
-  const proc = spawn(exe, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  let stderr = '';
-  proc.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
-  const lines = readline.createInterface({ input: proc.stdout });
-  const first = new Promise((resolve, reject) => {
-    lines.once('line', resolve);
-    proc.once('exit', (code) => reject(new Error(`server exited (${code}) before listening:\n${stderr}`)));
-  });
-  // Safety net: never leave the server behind when the test process ends abnormally.
-  process.once('exit', () => { try { process.kill(-proc.pid, 'SIGKILL'); } catch {} });
-  const info = JSON.parse(await first);
-  lines.on('line', () => {}); // keep draining stdout
-  return { proc, base: info.listening, foreign: info.foreign };
-}
+const startServer = (dir) => startTokenServer(['--port', '0', '--foreign-port', '0', '--test-controls',
+  '--static', dir, '--access-ttl', '2']);
 
 /**
  * Starts server + browser + page. Call in `before()`; `close()` in `after()`.
@@ -113,12 +93,7 @@ export async function startHarness() {
     },
     async close() {
       await browser.close().catch(() => {});
-      const kill = (sig) => { try { process.kill(-server.proc.pid, sig); } catch {} };
-      if (server.proc.exitCode === null) {
-        kill('SIGTERM');
-        await Promise.race([once(server.proc, 'exit'), new Promise((r) => setTimeout(r, 3000))]);
-        if (server.proc.exitCode === null) kill('SIGKILL');
-      }
+      await server.stop();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
