@@ -414,13 +414,19 @@ impl TokenBroker {
     async fn restore(&self) {
         let inner = &self.inner;
         if !inner.has_initial_tokens {
-            match inner.tabs.load().await {
+            // An async storage adapter that never answers must not hang createTokenBroker:
+            // give it the refresh timeout, then start without stored tokens (and report it).
+            let (give_up, mut gave_up) = oneshot::channel::<()>();
+            let limit = inner.core.borrow().config().refresh_timeout_ms;
+            let _timer = Timeout::new(limit as u32, move || drop(give_up));
+            let loaded = refresh::until_cancelled(inner.tabs.load(), &mut gave_up).await.unwrap_or(Err(()));
+            match loaded {
                 Ok(Some(shared)) => {
                     let fx = inner.core.borrow_mut().adopt_shared(shared, now());
                     apply(inner, fx, &JsValue::UNDEFINED);
                 }
                 Ok(None) => {}
-                // Garbage in storage: removed and reported once listeners can be attached.
+                // Garbage in storage (removed) or no answer: reported once listeners can be attached.
                 Err(()) => {
                     let weak = Rc::downgrade(inner);
                     Timeout::new(0, move || {

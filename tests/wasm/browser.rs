@@ -7,6 +7,7 @@ use gloo_timers::future::TimeoutFuture;
 use js_sys::{Promise, Reflect};
 use token_broker::TokenBroker;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
 
@@ -49,6 +50,14 @@ export function mockFetch(status, body, headers) {
   return { seen, restore() { globalThis.fetch = real; } };
 }
 export function restoreFetch(m) { m.restore(); }
+// A custom storage adapter: `mode` 'async' answers from a Map via promises, 'never' never answers.
+export function memoryStore(mode, seed) {
+  const data = new Map(seed ? [[seed[0], seed[1]]] : []);
+  const answer = (v) => mode === 'never' ? new Promise(() => {}) : mode === 'async' ? Promise.resolve(v) : v;
+  return { data, get: (k) => answer(data.get(k)), set: (k, v) => { data.set(k, v); return answer(); },
+    remove: (k) => { data.delete(k); return answer(); } };
+}
+export function stored(store, key) { return store.data.get(key) ?? null; }
 "#)]
 extern "C" {
     fn counter() -> JsValue;
@@ -68,6 +77,9 @@ extern "C" {
     fn mock_fetch(status: u16, body: &JsValue, headers: &JsValue) -> JsValue;
     #[wasm_bindgen(js_name = restoreFetch)]
     fn restore_fetch(m: &JsValue);
+    #[wasm_bindgen(js_name = memoryStore)]
+    fn memory_store(mode: &str, seed: &JsValue) -> JsValue;
+    fn stored(store: &JsValue, key: &str) -> JsValue;
 }
 
 fn get(v: &JsValue, k: &str) -> JsValue {
@@ -362,4 +374,47 @@ fn policy_helpers() {
     assert!(!b.allows_origin("https://evil.example.com"));
     let page = web_sys::window().unwrap().location().origin().unwrap();
     assert!(b.allows_origin(&page));
+}
+
+#[wasm_bindgen_test]
+async fn custom_async_storage_persists_and_restores_tokens() {
+    let c = counter();
+    let store = memory_store("async", &JsValue::NULL);
+    let opts1 = opts(&refresh_fn(&c, "ok", 0), &obj(&[("name", "s1".into()), ("storage", store.clone()), ("tokens", tokens("t1", "r1", 60.0))]));
+    let first = JsFuture::from(TokenBroker::create(opts1)).await.unwrap();
+    let saved = stored(&store, "token-broker:s1").as_string().expect("written on setTokens");
+    assert!(saved.contains("\"a\":\"t1\"") && saved.contains("\"r\":\"r1\""), "{saved}");
+    // A second broker (a reload) starts from storage.
+    let opts2 = opts(&refresh_fn(&c, "ok", 0), &obj(&[("name", "s1".into()), ("storage", store.clone())]));
+    let second = JsFuture::from(TokenBroker::create(opts2)).await.unwrap();
+    assert_eq!(get(&second, "state").as_string().as_deref(), Some("valid"));
+    let token = JsFuture::from(Reflect::get(&second, &"getAccessToken".into()).unwrap().unchecked_into::<js_sys::Function>().call0(&second).unwrap().unchecked_into::<Promise>()).await.unwrap();
+    assert_eq!(token.as_string().as_deref(), Some("t1"));
+    // Logout clears it.
+    Reflect::get(&first, &"logout".into()).unwrap().unchecked_into::<js_sys::Function>().call0(&first).unwrap();
+    assert!(stored(&store, "token-broker:s1").is_null());
+}
+
+#[wasm_bindgen_test]
+async fn a_storage_that_never_answers_does_not_hang_creation() {
+    let c = counter();
+    let store = memory_store("never", &JsValue::NULL);
+    let o = opts(&refresh_fn(&c, "ok", 0), &obj(&[("storage", store), ("refreshTimeoutMs", 50.into())]));
+    let b = JsFuture::from(TokenBroker::create(o)).await.unwrap();
+    assert_eq!(get(&b, "state").as_string().as_deref(), Some("anonymous"));
+}
+
+#[wasm_bindgen_test]
+async fn invalid_storage_and_cross_tab_options_are_errors() {
+    let c = counter();
+    for (extra, needle) in [
+        (obj(&[("storage", "cookies".into())]), "storage"),
+        (obj(&[("storage", obj(&[("get", 1.into())]))]), "storage"),
+        (obj(&[("crossTab", "yes".into())]), "crossTab"),
+        (obj(&[("name", "".into())]), "name"),
+    ] {
+        let e = settle(TokenBroker::create(opts(&refresh_fn(&c, "ok", 0), &extra))).await.unwrap_err();
+        assert_broker_error(&e, "INVALID_OPTIONS");
+        assert!(get(&e, "message").as_string().unwrap().contains(needle));
+    }
 }
