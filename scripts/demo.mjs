@@ -49,10 +49,27 @@ export function installExample(dir, tarball) {
   }
   const spec = path.relative(dir, tarball);
   say(`${path.relative(ROOT, dir)}: npm install ${spec}`);
+  const lockPath = path.join(dir, 'package-lock.json');
+  const lockBefore = existsSync(lockPath) ? readFileSync(lockPath, 'utf8') : null;
   execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', spec],
     { cwd: dir, env, stdio: ['ignore', 2, 2] });
+  // The lockfile pins everything but the package built here, whose hash changes with every
+  // build: keep the committed lockfile when that hash is all that changed.
+  if (lockBefore !== null && sameButOwnPackage(lockBefore, readFileSync(lockPath, 'utf8'))) {
+    writeFileSync(lockPath, lockBefore);
+  }
   writeFileSync(stampFile, stamp());
   return true;
+}
+
+function sameButOwnPackage(a, b) {
+  const strip = (text) => {
+    const lock = JSON.parse(text);
+    const own = lock.packages?.['node_modules/token-broker'];
+    if (own) { delete own.integrity; delete own.resolved; }
+    return JSON.stringify(lock);
+  };
+  try { return strip(a) === strip(b); } catch { return false; }
 }
 
 /** `npm run build` (vite build) in an example folder. */
