@@ -15,6 +15,13 @@ function replayAllowed(replay, method, hasIdempotencyKey) {
   return true;
 }
 
+/**
+ * A path such as `/statistics`, resolved against the page (when there is one). Not `//host`,
+ * `/\host`, nor anything with a tab or newline, which URL parsing deletes (`/\t/host` is `//host`).
+ */
+const pageOnly = (u) => typeof u === 'string' && u[0] === '/' && u[1] !== '/' && u[1] !== '\\'
+  && !/[\t\n\r]/.test(u) && !!globalThis.location;
+
 function originOf(url, base) {
   try {
     const page = globalThis.location?.href;
@@ -37,6 +44,8 @@ export function attachAxios(axiosInstance, broker, options = {}) {
 
   let base, baseOrigin; // the instance's baseURL origin, recomputed only when baseURL changes
   const allowed = (config) => {
+    // Fast path, the common case: a path on the page's own origin, which is always allowed.
+    if (pageOnly(config.url) && (!config.baseURL || pageOnly(config.baseURL))) return true;
     // Where the request goes. An absolute URL ignores baseURL, as in axios (with
     // `allowAbsoluteUrls: false` axios sends it under baseURL, whose origin is allowed anyway).
     const origin = originOf(config.url ?? '', config.baseURL);

@@ -56,6 +56,18 @@ for (const client of CLIENTS) {
     assert.equal(delta.unauthorized_sent, 0);
   });
 
+  test(`${client}: URLs that only look like paths (//host, /\\host, /<tab>/host) carry no Authorization header`, T, async () => {
+    await h.run(() => tb.start({ mode: 'fresh' }));
+    const host = new URL(h.foreign).host;
+    const tricks = [`//${host}/a`, `/\\${host}/b`, `/\t/${host}/c`, `/\n/${host}/d`];
+    const { delta, result } = await h.measure(() => h.run(([c, urls]) =>
+      Promise.all(urls.map((u) => tb.call(c, 'GET', u))), [client, tricks]));
+    const foreign = await h.control('foreign');
+    assert.ok(result.every((r) => r.ok), JSON.stringify(result));
+    assert.equal(foreign.requests >= tricks.length, true, 'each really went to the foreign origin');
+    assert.equal(delta.foreign_auth_headers, 0);
+  });
+
   test(`${client}: a foreign origin listed in the adapter's allowedOrigins does get the token`, T, async () => {
     const opts = { axios: { allowedOrigins: [h.foreign] }, fetch: { allowedOrigins: [h.foreign] } };
     await h.run((o) => tb.start({ mode: 'fresh', ...o }), opts);
