@@ -74,8 +74,9 @@ pub(super) async fn run_attempt(inner: Rc<Inner>, flight: u64, attempt: u32, ref
     *inner.attempt.borrow_mut() = Some((ctrl, cancel_tx));
     let args: Rc<RefCell<Option<AttemptArgs>>> = Rc::new(RefCell::new(Some((refresh_token, signal, cancel_rx))));
 
-    // Bounded wait: a lock held by a frozen tab must not block this one forever.
-    let lock_wait = AbortController::new().ok();
+    // Bounded wait: a lock held by a frozen tab must not block this one forever. The callback
+    // (which holds the broker) is made only when there is a lock manager to call it.
+    let lock_wait = if inner.tabs.has_locks() { AbortController::new().ok() } else { None };
     let locked = lock_wait.as_ref().and_then(|lw| {
         let (inner2, args2) = (inner.clone(), args.clone());
         let callback = Closure::once_into_js(move |_lock: JsValue| -> Promise {

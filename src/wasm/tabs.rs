@@ -143,6 +143,10 @@ impl Tabs {
         }
     }
 
+    pub(super) fn has_locks(&self) -> bool {
+        self.locks.is_some()
+    }
+
     pub(super) fn has_channel(&self) -> bool {
         self.channel.is_some()
     }
