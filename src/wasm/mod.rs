@@ -42,7 +42,7 @@ pub(crate) struct Inner {
     attempt: RefCell<Option<(AbortController, oneshot::Sender<()>)>>,
     wake_listener: RefCell<Option<Closure<dyn FnMut()>>>,
     /// The current token as a JS string, so the hot path does not re-encode it per call.
-    token_js: RefCell<Option<(u64, JsValue)>>,
+    token_js: RefCell<Option<(String, JsValue)>>,
     tabs: tabs::Tabs,
     /// `tokens` was given: it wins over whatever storage holds.
     has_initial_tokens: bool,
@@ -492,14 +492,15 @@ impl TokenBroker {
         }
     }
 
+    /// The token as a JS string, encoded once per token rather than once per call. Keyed by the
+    /// token itself: a set adopted from another tab may reuse a generation number.
     fn token_value(&self, token: String) -> JsValue {
-        let generation = self.inner.core.borrow().generation();
         let mut cache = self.inner.token_js.borrow_mut();
         match &*cache {
-            Some((g, v)) if *g == generation => v.clone(),
+            Some((t, v)) if *t == token => v.clone(),
             _ => {
                 let v = JsValue::from_str(&token);
-                *cache = Some((generation, v.clone()));
+                *cache = Some((token, v.clone()));
                 v
             }
         }

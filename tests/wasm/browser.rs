@@ -418,3 +418,22 @@ async fn invalid_storage_and_cross_tab_options_are_errors() {
         assert!(get(&e, "message").as_string().unwrap().contains(needle));
     }
 }
+
+#[wasm_bindgen_test]
+async fn a_sibling_login_with_the_same_generation_number_replaces_the_cached_token() {
+    // Two brokers of one name in one page talk over BroadcastChannel like two tabs.
+    let c = counter();
+    let cross = |t: JsValue| obj(&[("name", "gen".into()), ("crossTab", true.into()), ("tokens", t)]);
+    let a = TokenBroker::new(opts(&refresh_fn(&c, "ok", 0), &cross(tokens("a1", "ra1", 60.0)))).unwrap();
+    // A refreshes once: generation 2, epoch 1; its token is now cached for the hot path.
+    assert_eq!(settle(a.token_rejected("a1", none())).await.unwrap().as_string().as_deref(), Some("access-1"));
+    assert_eq!(settle(a.get_access_token(none())).await.unwrap().as_string().as_deref(), Some("access-1"));
+    // Another "tab" logs in (epoch 1 → ignored by A), then logs in again: generation 2, epoch 2.
+    let b = TokenBroker::new(opts(&refresh_fn(&c, "ok", 0), &cross(tokens("b1", "rb1", 60.0)))).unwrap();
+    b.set_tokens(tokens("b2", "rb2", 60.0)).unwrap();
+    TimeoutFuture::new(30).await;
+    assert_eq!(a.generation(), 2.0, "same generation number, newer epoch");
+    assert_eq!(settle(a.get_access_token(none())).await.unwrap().as_string().as_deref(), Some("b2"));
+    a.dispose();
+    b.dispose();
+}
