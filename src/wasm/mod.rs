@@ -358,7 +358,6 @@ impl TokenBroker {
         let fx = self.inner.core.borrow_mut().dispose();
         apply(&self.inner, fx, &JsValue::UNDEFINED);
         self.inner.tabs.close();
-        drop(self.inner.deadline.borrow_mut().take());
         if let Some(cb) = self.inner.wake_listener.borrow_mut().take() {
             for (target, event) in wake_targets() {
                 let _ = target.remove_event_listener_with_callback(event, cb.as_ref().unchecked_ref());

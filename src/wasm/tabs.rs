@@ -99,9 +99,9 @@ pub(super) struct Tabs {
     pub(super) adopted: RefCell<Option<futures_channel::oneshot::Sender<()>>>,
 }
 
-fn shared_message(kind: &str, s: &Shared) -> Object {
+/// A token set as stored and broadcast: `{ g, e, a, r?, x? }` (see `read_shared`).
+fn record(s: &Shared) -> Object {
     let o = Object::new();
-    set(&o, "t", &JsValue::from_str(kind));
     set(&o, "g", &JsValue::from_f64(s.generation as f64));
     set(&o, "e", &JsValue::from_f64(s.epoch as f64));
     set(&o, "a", &JsValue::from_str(&s.access));
@@ -111,6 +111,13 @@ fn shared_message(kind: &str, s: &Shared) -> Object {
     if let Some(x) = s.expires_at_wall_ms {
         set(&o, "x", &JsValue::from_f64(x));
     }
+    o
+}
+
+/// The channel message carrying a token set: the stored record plus `t: 'tokens'`.
+fn tokens_message(s: &Shared) -> Object {
+    let o = record(s);
+    set(&o, "t", &JsValue::from_str("tokens"));
     o
 }
 
@@ -163,16 +170,12 @@ impl Tabs {
 
     /// A token set adopted here: to the siblings and to storage, before any waiter resolves.
     pub(super) fn publish(&self, s: &Shared) {
-        let msg = shared_message("tokens", s);
         if let Some(store) = &self.store {
-            // Store the same small record the channel carries, without the message type.
-            set(&msg, "t", &JsValue::UNDEFINED);
-            if let Ok(json) = js_sys::JSON::stringify(&msg) {
+            if let Ok(json) = js_sys::JSON::stringify(&record(s)) {
                 store.write(store.set, &[&JsValue::from_str(&self.key), &json.into()]);
             }
-            set(&msg, "t", &JsValue::from_str("tokens"));
         }
-        self.post(&msg);
+        self.post(&tokens_message(s));
     }
 
     /// The session ended here (logout or expiry).
@@ -293,7 +296,7 @@ pub(super) fn listen(inner: &Rc<Inner>) {
             Some("hello") => {
                 let current = inner.core.borrow().shared(now());
                 if let Some(s) = current {
-                    inner.tabs.post(&shared_message("tokens", &s));
+                    inner.tabs.post(&tokens_message(&s));
                 }
             }
             Some("refreshing") => {
