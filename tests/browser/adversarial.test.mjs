@@ -12,11 +12,13 @@ after(async () => { await h?.close(); });
 beforeEach(async () => { await h.fresh(); });
 
 /**
- * Logs in with a token the broker knows is expired and fires the four dashboard calls in the same
- * page turn, so they meet the refresh the broker starts for that token (not a later one).
+ * Logs in with a token the broker knows expires within a millisecond and fires the four dashboard
+ * calls right after it did (no extra page round trip), so they meet the refresh the broker starts
+ * for that token, not a later one, and none goes out with the old token.
  */
 const burst = (broker = {}) => h.measure(() => h.run(async ([b, paths]) => {
   await tb.start({ mode: 'known-expired', broker: b });
+  await tb.sleep(5);
   return Promise.all(paths.map((p) => tb.call('fetch', 'GET', p)));
 }, [broker, DASH]));
 /** Four more calls after the current token was rejected once (forces the next refresh). */
