@@ -10,12 +10,36 @@
 //!   `Resolve`, `Reject` or `abort_waiter`;
 //! - a flight's result is adopted only while that flight is current: logout, `setTokens`, a
 //!   timeout or dispose end the flight, and its late result is discarded by id;
-//! - generation grows by one with every token set adopted, epoch with every logout/`setTokens`.
+//! - generation grows by one with every token set adopted, epoch with every logout/`setTokens`;
+//!   both saturate at 2^53 ([`MAX_COUNT`]) and never wrap, never decrease;
+//! - a 401 for a token of an earlier epoch is never replayed: its waiter gets `LOGGED_OUT`,
+//!   and so does a replay waiter whose epoch ended while it waited;
+//! - refreshes that no 401 asked for (expiry, the proactive timer, cookie mode) start at most
+//!   once per [`MIN_REFRESH_INTERVAL_MS`]; a 401 on the current token refreshes at once;
+//! - [`Broker::fresh`] never promises a token for longer than [`Broker::get_token`] would hand
+//!   it out without waiting.
 
 use super::error::BrokerError;
 use super::expiry::{self, Now};
 use super::policy::{proactive_backoff_ms, retry_delay_ms, Failure};
-use super::token::TokenSet;
+use super::token::{wipe, TokenSet, MAX_COUNT};
+
+/// The shortest time between two refreshes that no 401 asked for: a server that issues tokens
+/// with a lifetime of a millisecond must not get a refresh per request.
+pub const MIN_REFRESH_INTERVAL_MS: f64 = 1000.0;
+
+/// How many access tokens of the current epoch the broker remembers (as hashes) to tell a late
+/// 401 of this session from a 401 of an earlier one.
+const SEEN_TOKENS: usize = 64;
+
+/// A 64-bit FNV-1a hash: the broker remembers earlier tokens of the session without keeping them.
+fn token_hash(token: &str) -> u64 {
+    token.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn bump(n: u64) -> u64 {
+    n.saturating_add(1).min(MAX_COUNT)
+}
 
 /// Tunables, from the JS options.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -186,6 +210,27 @@ pub struct Shared {
     pub expires_at_wall_ms: Option<f64>,
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        wipe(&mut self.access);
+        if let Some(r) = &mut self.refresh {
+            wipe(r);
+        }
+    }
+}
+
+/// The current token and until when it may be used without asking the broker: both clocks
+/// must be before their deadline (see [`Broker::fresh`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fresh<'a> {
+    /// The access token.
+    pub token: &'a str,
+    /// Fresh while `Date.now()` is below this (infinite when the lifetime is unknown).
+    pub until_wall_ms: f64,
+    /// Fresh while `performance.now()` is below this.
+    pub until_mono_ms: f64,
+}
+
 /// The answer to a token request.
 #[derive(Debug, PartialEq)]
 pub enum Get {
@@ -210,7 +255,9 @@ struct Flight<W> {
     id: u64,
     attempt: u32,
     refresh_token: Option<String>,
-    waiters: Vec<(u32, W)>,
+    /// `(id, waiter, epoch)`: the epoch is set for replay waiters (a 401 of that epoch's
+    /// request), which must not be served with a later session's token.
+    waiters: Vec<(u32, W, Option<u64>)>,
 }
 
 /// The broker state machine. See the module docs.
@@ -228,6 +275,10 @@ pub struct Broker<W> {
     next_waiter: u32,
     proactive_failures: u32,
     server_offset_ms: f64,
+    /// Hashes of the access tokens adopted in this epoch (the newest last, at most [`SEEN_TOKENS`]).
+    seen: Vec<u64>,
+    /// When the last refresh that no 401 asked for started.
+    last_unasked: Option<Now>,
 }
 
 impl<W> Broker<W> {
@@ -246,6 +297,8 @@ impl<W> Broker<W> {
             next_waiter: 0,
             proactive_failures: 0,
             server_offset_ms: 0.0,
+            seen: Vec::new(),
+            last_unasked: None,
         }
     }
 
@@ -295,6 +348,24 @@ impl<W> Broker<W> {
         self.current.as_ref().map(|c| c.set.access.as_str())
     }
 
+    /// The token [`Broker::get_token`] would return at once, and until when (on both clocks) it
+    /// would keep doing so; `None` when a call would have to wait or fail. The boundary publishes
+    /// this after every transition so the adapters can skip a call into the module.
+    pub fn fresh(&self) -> Option<Fresh<'_>> {
+        if self.closed_error().is_some() || self.flight.is_some() {
+            return None;
+        }
+        let c = self.current.as_ref().filter(|c| !c.rejected)?;
+        let (wall, mono) = match c.set.lifetime_ms {
+            None => (f64::INFINITY, f64::INFINITY),
+            Some(l) => {
+                let usable = l - expiry::effective_leeway(self.cfg.leeway_ms, l);
+                (c.received.wall_ms + usable, c.received.mono_ms + usable)
+            }
+        };
+        Some(Fresh { token: &c.set.access, until_wall_ms: wall, until_mono_ms: mono })
+    }
+
     /// Whether the flight's attempt is still the one to run (not ended by logout, timeout, ...).
     pub fn attempt_is_current(&self, flight: u64, attempt: u32) -> bool {
         matches!(&self.flight, Some(f) if f.id == flight && f.attempt == attempt)
@@ -308,16 +379,21 @@ impl<W> Broker<W> {
             return (Get::Fail(e), fx);
         }
         if self.flight.is_some() {
-            return (self.join(waiter), fx);
+            return (self.join(waiter, None), fx);
         }
+        let cooling = self.cooldown_ms(now) > 0.0;
         let reason = match &self.current {
             None if self.may_refresh_anonymous => RefreshReason::Anonymous,
             None => return (Get::Fail(BrokerError::NotAuthenticated), fx),
             Some(c) if !c.rejected && self.is_fresh(c, now) => return (Get::Ready(c.set.access.clone()), fx),
+            // Right after a refresh, a token inside its leeway but not expired still serves.
+            Some(c) if !c.rejected && cooling && !self.is_expired(c, now) => {
+                return (Get::Ready(c.set.access.clone()), fx)
+            }
             Some(_) => RefreshReason::Expiring,
         };
-        self.start_flight(reason, &mut fx);
-        (self.join(waiter), fx)
+        self.start_flight(reason, now, &mut fx);
+        (self.join(waiter, None), fx)
     }
 
     /// `tokenRejected(token)`: a request sent with `token` came back 401. An older token is a
@@ -328,19 +404,27 @@ impl<W> Broker<W> {
         if let Some(e) = self.closed_error() {
             return (Get::Fail(e), Vec::new());
         }
+        let epoch = self.epoch;
         match &mut self.current {
             Some(c) if c.set.access == token => {
                 c.rejected = true;
                 let mut fx = Vec::new();
                 if self.flight.is_none() {
-                    self.start_flight(RefreshReason::Rejected, &mut fx);
+                    self.start_flight(RefreshReason::Rejected, now, &mut fx);
                 }
-                (self.join(waiter), fx)
+                (self.join(waiter, Some(epoch)), fx)
             }
-            // No tokens: the request used a token from before a logout; behave like a token request.
-            None => self.get_token(now, waiter),
-            Some(_) => {
+            // A token of an earlier session (before a logout, setTokens or a login elsewhere), or
+            // one this broker never handed out: the request belongs to no live session.
+            _ if !self.seen.contains(&token_hash(token)) => (Get::Fail(BrokerError::LoggedOut), Vec::new()),
+            // An earlier token of this session: a late 401, served without a new refresh.
+            _ => {
                 let (get, mut fx) = self.get_token(now, waiter);
+                if let (Get::Wait(id), Some(f)) = (&get, self.flight.as_mut()) {
+                    if let Some(w) = f.waiters.iter_mut().find(|w| w.0 == *id) {
+                        w.2 = Some(epoch);
+                    }
+                }
                 fx.insert(0, Effect::Emit(Event::Stale401));
                 (get, fx)
             }
@@ -351,7 +435,7 @@ impl<W> Broker<W> {
     /// the others). Returns the waiter to reject with `ABORTED`, or `None` if it already settled.
     pub fn abort_waiter(&mut self, id: u32) -> Option<W> {
         let f = self.flight.as_mut()?;
-        let pos = f.waiters.iter().position(|(w, _)| *w == id)?;
+        let pos = f.waiters.iter().position(|w| w.0 == id)?;
         Some(f.waiters.swap_remove(pos).1)
     }
 
@@ -416,8 +500,11 @@ impl<W> Broker<W> {
             return fx;
         }
         let Some(c) = &self.current else { return fx };
-        if c.rejected || !self.is_fresh(c, now) {
-            self.start_flight(RefreshReason::Proactive, &mut fx);
+        let cooldown = self.cooldown_ms(now);
+        if !c.rejected && !self.is_fresh(c, now) && cooldown > 0.0 {
+            fx.push(Effect::Schedule(Some(cooldown)));
+        } else if c.rejected || !self.is_fresh(c, now) {
+            self.start_flight(RefreshReason::Proactive, now, &mut fx);
         } else {
             fx.push(Effect::Schedule(self.due_in(now)));
         }
@@ -431,7 +518,7 @@ impl<W> Broker<W> {
         if self.disposed {
             return fx;
         }
-        self.epoch += 1;
+        self.new_epoch(bump(self.epoch));
         self.session_expired = false;
         self.proactive_failures = 0;
         // Keep the refresh token only within one session: a set without one starts afresh.
@@ -451,7 +538,7 @@ impl<W> Broker<W> {
         if self.disposed {
             return fx;
         }
-        self.epoch += 1;
+        self.new_epoch(bump(self.epoch));
         self.current = None;
         self.session_expired = false;
         self.may_refresh_anonymous = false;
@@ -469,15 +556,24 @@ impl<W> Broker<W> {
     /// tab's copy of storage) are ignored. Returns no effects when ignored.
     pub fn adopt_shared(&mut self, shared: Shared, now: Now) -> Vec<Effect<W>> {
         let mut fx = Vec::new();
-        let newer = shared.epoch > self.epoch || (shared.epoch == self.epoch && shared.generation > self.generation);
+        let (epoch, generation) = (shared.epoch.min(MAX_COUNT), shared.generation.min(MAX_COUNT));
+        let newer = epoch > self.epoch || (epoch == self.epoch && generation > self.generation);
         if self.disposed || !newer {
             return fx;
         }
-        self.epoch = shared.epoch;
-        self.generation = shared.generation;
+        if epoch != self.epoch {
+            self.new_epoch(epoch);
+        }
+        self.generation = generation;
         self.proactive_failures = 0;
         let lifetime_ms = shared.expires_at_wall_ms.map(|x| (x - now.wall_ms).max(0.0));
-        self.install(TokenSet { access: shared.access, refresh: shared.refresh, lifetime_ms }, now, &mut fx);
+        let mut shared = shared;
+        let set = TokenSet {
+            access: std::mem::take(&mut shared.access),
+            refresh: shared.refresh.take(),
+            lifetime_ms,
+        };
+        self.install(set, now, &mut fx);
         if let Some(f) = self.flight.take() {
             fx.push(Effect::Emit(Event::RefreshEnd { error: None }));
             self.settle(f, &mut fx);
@@ -490,11 +586,14 @@ impl<W> Broker<W> {
     /// a newer generation (an expiry of an older generation says nothing about newer tokens).
     pub fn end_shared(&mut self, epoch: u64, generation: u64, logout: bool) -> Vec<Effect<W>> {
         let mut fx = Vec::new();
+        let (epoch, generation) = (epoch.min(MAX_COUNT), generation.min(MAX_COUNT));
         if self.disposed || epoch < self.epoch {
             return fx;
         }
         if logout {
-            self.epoch = epoch;
+            if epoch != self.epoch {
+                self.new_epoch(epoch);
+            }
             self.current = None;
             self.session_expired = false;
             self.may_refresh_anonymous = false;
@@ -507,7 +606,9 @@ impl<W> Broker<W> {
             if self.session_expired && epoch == self.epoch {
                 return fx; // already told
             }
-            self.epoch = epoch;
+            if epoch != self.epoch {
+                self.new_epoch(epoch);
+            }
             self.generation = self.generation.max(generation);
             self.current = None;
             self.session_expired = true;
@@ -552,6 +653,22 @@ impl<W> Broker<W> {
         }
     }
 
+    /// A new session epoch: the tokens of the earlier one are forgotten.
+    fn new_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        self.seen.clear();
+    }
+
+    /// Milliseconds until a refresh that no 401 asked for may start (0: now).
+    fn cooldown_ms(&self, now: Now) -> f64 {
+        let left = self.last_unasked.map_or(0.0, |t| MIN_REFRESH_INTERVAL_MS - now.since(t));
+        if left > 0.0 { left } else { 0.0 }
+    }
+
+    fn is_expired(&self, c: &Current, now: Now) -> bool {
+        expiry::remaining(c.received, c.set.lifetime_ms, now).is_some_and(|r| r <= 0.0)
+    }
+
     fn is_fresh(&self, c: &Current, now: Now) -> bool {
         // Unknown lifetime: trust the token until a 401 says otherwise.
         expiry::refresh_due_in(c.received, c.set.lifetime_ms, self.cfg.leeway_ms, now).is_none_or(|d| d > 0.0)
@@ -562,22 +679,27 @@ impl<W> Broker<W> {
         expiry::refresh_due_in(c.received, c.set.lifetime_ms, self.cfg.leeway_ms, now)
     }
 
-    fn join(&mut self, waiter: impl FnOnce() -> W) -> Get {
+    fn join(&mut self, waiter: impl FnOnce() -> W, replay_epoch: Option<u64>) -> Get {
         let Some(f) = self.flight.as_mut() else { return Get::Fail(BrokerError::RefreshFailed) };
         let id = self.next_waiter;
         self.next_waiter = self.next_waiter.wrapping_add(1);
-        f.waiters.push((id, waiter()));
+        f.waiters.push((id, waiter(), replay_epoch));
         Get::Wait(id)
     }
 
-    fn start_flight(&mut self, reason: RefreshReason, fx: &mut Vec<Effect<W>>) {
+    fn start_flight(&mut self, reason: RefreshReason, now: Now, fx: &mut Vec<Effect<W>>) {
         self.next_flight += 1;
         let id = self.next_flight;
+        let delay_ms = if reason == RefreshReason::Rejected { 0.0 } else { self.cooldown_ms(now) };
+        if reason != RefreshReason::Rejected {
+            // The interval counts from when the attempt will really go out.
+            self.last_unasked = Some(Now { wall_ms: now.wall_ms + delay_ms, mono_ms: now.mono_ms + delay_ms });
+        }
         let refresh_token = self.current.as_ref().and_then(|c| c.set.refresh.clone());
         fx.push(Effect::Emit(Event::RefreshStart { reason }));
         fx.push(Effect::Schedule(None));
-        fx.push(Effect::Deadline { flight: id, ms: self.cfg.refresh_timeout_ms });
-        fx.push(Effect::Refresh { flight: id, attempt: 0, refresh_token: refresh_token.clone(), delay_ms: 0.0 });
+        fx.push(Effect::Deadline { flight: id, ms: self.cfg.refresh_timeout_ms + delay_ms });
+        fx.push(Effect::Refresh { flight: id, attempt: 0, refresh_token: refresh_token.clone(), delay_ms });
         self.flight = Some(Flight { id, attempt: 0, refresh_token, waiters: Vec::new() });
     }
 
@@ -585,9 +707,9 @@ impl<W> Broker<W> {
     /// A set without a refresh token keeps the previous one (RFC 6749 §6).
     fn adopt(&mut self, mut set: TokenSet, now: Now, fx: &mut Vec<Effect<W>>) {
         if set.refresh.is_none() {
-            set.refresh = self.current.take().and_then(|c| c.set.refresh);
+            set.refresh = self.current.take().and_then(|mut c| c.set.refresh.take());
         }
-        self.generation += 1;
+        self.generation = bump(self.generation);
         fx.push(Effect::Publish(Shared {
             generation: self.generation,
             epoch: self.epoch,
@@ -599,6 +721,10 @@ impl<W> Broker<W> {
     }
 
     fn install(&mut self, set: TokenSet, now: Now, fx: &mut Vec<Effect<W>>) {
+        if self.seen.len() >= SEEN_TOKENS {
+            self.seen.remove(0);
+        }
+        self.seen.push(token_hash(&set.access));
         self.current = Some(Current { set, received: now, rejected: false });
         self.session_expired = false;
         self.may_refresh_anonymous = self.cfg.refresh_when_anonymous;
@@ -609,7 +735,13 @@ impl<W> Broker<W> {
     /// Ends the flight successfully: every waiter gets the current token.
     fn settle(&mut self, f: Flight<W>, fx: &mut Vec<Effect<W>>) {
         fx.push(Effect::EndFlight { flight: f.id });
-        let waiters = f.waiters.into_iter().map(|(_, w)| w).collect::<Vec<_>>();
+        // A request of an earlier session is never replayed with this session's token.
+        let epoch = self.epoch;
+        let (stale, waiters): (Vec<_>, Vec<_>) = f.waiters.into_iter().partition(|w| w.2.is_some_and(|e| e != epoch));
+        if !stale.is_empty() {
+            fx.push(Effect::Reject { waiters: stale.into_iter().map(|w| w.1).collect(), error: BrokerError::LoggedOut });
+        }
+        let waiters = waiters.into_iter().map(|w| w.1).collect::<Vec<_>>();
         match &self.current {
             Some(c) if !waiters.is_empty() => fx.push(Effect::Resolve { waiters, token: c.set.access.clone() }),
             Some(_) => {}
@@ -621,7 +753,7 @@ impl<W> Broker<W> {
         if let Some(f) = self.flight.take() {
             fx.push(Effect::EndFlight { flight: f.id });
             fx.push(Effect::Emit(Event::RefreshEnd { error: Some(error) }));
-            let waiters: Vec<W> = f.waiters.into_iter().map(|(_, w)| w).collect();
+            let waiters: Vec<W> = f.waiters.into_iter().map(|w| w.1).collect();
             if !waiters.is_empty() {
                 fx.push(Effect::Reject { waiters, error });
             }
@@ -632,7 +764,7 @@ impl<W> Broker<W> {
         let Some(f) = self.flight.take() else { return };
         fx.push(Effect::EndFlight { flight: f.id });
         fx.push(Effect::Emit(Event::RefreshEnd { error: Some(error) }));
-        let waiters: Vec<W> = f.waiters.into_iter().map(|(_, w)| w).collect();
+        let waiters: Vec<W> = f.waiters.into_iter().map(|w| w.1).collect();
         if error == BrokerError::SessionExpired {
             // The refresh token is dead: clear everything, tell everyone once.
             self.current = None;

@@ -3,7 +3,6 @@
 
 #[cfg(test)]
 use super::*;
-use crate::core::token::tests::jwt;
 use crate::core::{parse_token_set, Field};
 
 type B = Broker<u32>;
@@ -285,7 +284,8 @@ fn malformed_response_fails_and_keeps_the_old_refresh_token() {
     let mut b = logged_in();
     let (flight, _) = expire_and_wait(&mut b, 70_000.0);
     // What the boundary does with a garbage body: the parser says InvalidTokenResponse.
-    let parsed = parse_token_set(Field::Other, Field::Absent, Field::Absent, 0.0, 0.0).map_err(Failure::Coded);
+    let parsed = parse_token_set(Field::Other, Field::Absent, Field::Absent, None, 0.0, 0.0)
+        .map_err(|_| Failure::Coded(BrokerError::InvalidTokenResponse));
     let fx = b.attempt_finished(flight, 0, parsed, at(70_010.0));
     assert_eq!(rejected(&fx), vec![(0, BrokerError::InvalidTokenResponse)]);
     let fx = b.attempt_finished(1, 0, Err(Failure::Malformed), at(70_010.0));
@@ -417,13 +417,13 @@ fn client_clock_ten_minutes_fast_causes_no_refresh_storm() {
     for use_jwt in [false, true] {
         let mut b = B::new(Config::default());
         let now = Now { wall_ms: T0 + fast, mono_ms: 0.0 };
-        let (access, expires_in) = if use_jwt {
+        let (jwt, expires_in) = if use_jwt {
             let iat = T0 / 1000.0;
-            (jwt(&format!(r#"{{"iat":{iat},"exp":{}}}"#, iat + 300.0)), Field::Absent)
+            (Some((Some(iat + 300.0), Some(iat))), Field::Absent)
         } else {
-            ("a1".to_string(), Field::Num(300.0))
+            (None, Field::Num(300.0))
         };
-        let ts = parse_token_set(Field::Str(access), Field::Str("r1".into()), expires_in, now.wall_ms, 0.0).unwrap();
+        let ts = parse_token_set(Field::Str("a1".into()), Field::Str("r1".into()), expires_in, jwt, now.wall_ms, 0.0).unwrap();
         b.set_tokens(ts, now);
         let mut flights = 0;
         for s in 0..300 {
@@ -631,4 +631,152 @@ fn stored_or_broadcast_garbage_is_rejected() {
     for (g, e, a, r, x) in bad {
         assert_eq!(parse_shared(g, e, a, r, x), None);
     }
+}
+
+// ---- issue 10: sessions that stay dead, counters that never wrap, no refresh storm ----
+
+#[test]
+fn a_401_for_a_token_of_an_earlier_epoch_is_never_replayed() {
+    let mut b = logged_in();
+    // Logged in as A; logout; logged in as B; A's request comes back 401.
+    b.logout();
+    b.set_tokens(set("b1", Some("rb1"), Some(60.0)), at(1_000.0));
+    let (get, fx) = b.token_rejected("a1", at(1_100.0), || 0);
+    assert_eq!(get, Get::Fail(BrokerError::LoggedOut));
+    assert!(refreshes(&fx).is_empty() && fx.is_empty(), "no refresh, nothing published");
+    // setTokens alone (no logout) starts a new epoch too.
+    b.set_tokens(set("c1", Some("rc1"), Some(60.0)), at(1_200.0));
+    assert_eq!(b.token_rejected("b1", at(1_300.0), || 1).0, Get::Fail(BrokerError::LoggedOut));
+    // A token the broker never handed out belongs to no live session either.
+    assert_eq!(b.token_rejected("never-seen", at(1_300.0), || 2).0, Get::Fail(BrokerError::LoggedOut));
+    assert_eq!(b.access_token(), Some("c1"), "the current session is untouched");
+}
+
+#[test]
+fn a_late_401_of_the_current_epoch_is_still_absorbed() {
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    b.attempt_finished(flight, 0, Ok(set("a2", Some("r2"), Some(60.0))), at(70_010.0));
+    let (get, fx) = b.token_rejected("a1", at(70_020.0), || 1);
+    assert_eq!(get, Get::Ready("a2".into()));
+    assert_eq!(events(&fx), vec![Event::Stale401]);
+}
+
+#[test]
+fn a_replay_waiter_whose_session_ended_gets_logged_out_not_the_next_token() {
+    let mut b = logged_in();
+    // Request 7 (sent with a1) came back 401 and waits for the refresh; a plain caller 8 waits too.
+    let (get, _) = b.token_rejected("a1", at(1_000.0), || 7);
+    assert!(matches!(get, Get::Wait(_)));
+    assert!(matches!(b.get_token(at(1_001.0), || 8).0, Get::Wait(_)));
+    // Another user logs in before the refresh answers.
+    let fx = b.set_tokens(set("b1", Some("rb1"), Some(60.0)), at(1_010.0));
+    assert_eq!(rejected(&fx), vec![(7, BrokerError::LoggedOut)], "A's request is not replayed as B");
+    assert_eq!(resolved(&fx), vec![(8, "b1".into())], "a call that sent nothing yet gets B's token");
+}
+
+#[test]
+fn a_newer_epoch_from_another_tab_also_ends_replay_waiters() {
+    let mut b = logged_in();
+    assert!(matches!(b.token_rejected("a1", at(1_000.0), || 7).0, Get::Wait(_)));
+    let e = b.epoch();
+    let fx = b.adopt_shared(shared(9, e + 1, "z1", "rz1", T0 + 60_000.0), at(1_010.0));
+    assert_eq!(rejected(&fx), vec![(7, BrokerError::LoggedOut)]);
+    assert_eq!(b.token_rejected("a1", at(1_020.0), || 8).0, Get::Fail(BrokerError::LoggedOut));
+}
+
+#[test]
+fn counters_saturate_at_two_to_the_53_and_never_wrap() {
+    let mut b = logged_in();
+    // A forged channel message with a huge epoch (the boundary caps what it reads; the core caps again).
+    b.end_shared(u64::MAX, u64::MAX, true);
+    assert_eq!(b.epoch(), MAX_COUNT);
+    b.set_tokens(set("n1", Some("rn1"), Some(60.0)), at(1_000.0));
+    assert_eq!(b.epoch(), MAX_COUNT, "saturated, not wrapped to 0");
+    assert!(b.generation() <= MAX_COUNT);
+    // A sibling's login at the same saturated epoch with a higher generation is still adopted.
+    let g = b.generation();
+    let fx = b.adopt_shared(shared(g.saturating_add(1).min(MAX_COUNT), MAX_COUNT, "s1", "rs1", T0 + 60_000.0), at(1_100.0));
+    assert!(g == MAX_COUNT || !fx.is_empty());
+    let fx = b.adopt_shared(shared(u64::MAX, u64::MAX, "s2", "rs2", T0 + 60_000.0), at(1_200.0));
+    assert!(b.epoch() <= MAX_COUNT && b.generation() <= MAX_COUNT, "{fx:?}");
+}
+
+#[test]
+fn a_tiny_lifetime_refreshes_at_most_once_a_second_but_a_401_refreshes_at_once() {
+    let mut b = B::new(Config::default());
+    b.set_tokens(set("t0", Some("r0"), Some(0.001)), at(0.0));
+    let mut starts = Vec::new();
+    let mut t = 0.0;
+    // 2 s of calls every 5 ms, each refresh answering at once with another 1 ms token.
+    while t < 2_000.0 {
+        t += 5.0;
+        let (get, fx) = b.get_token(at(t), || 0);
+        for (flight, attempt, _, delay) in refreshes(&fx) {
+            starts.push(t + delay);
+            b.attempt_finished(flight, attempt, Ok(set(&format!("t{t}"), Some("r"), Some(0.001))), at(t + delay));
+        }
+        let _ = get;
+    }
+    assert!(starts.len() <= 3, "{starts:?}");
+    for w in starts.windows(2) {
+        assert!(w[1] - w[0] >= MIN_REFRESH_INTERVAL_MS, "{starts:?}");
+    }
+    // A 401 on the current token does not wait for the interval.
+    let tok = b.access_token().unwrap().to_string();
+    let (_, fx) = b.token_rejected(&tok, at(t + 1.0), || 1);
+    assert_eq!(refreshes(&fx).iter().map(|r| r.3).collect::<Vec<_>>(), vec![0.0]);
+}
+
+#[test]
+fn the_proactive_timer_waits_out_the_interval_too() {
+    let mut b = B::new(Config::default());
+    b.set_tokens(set("t0", Some("r0"), Some(0.001)), at(0.0));
+    let fx = b.tick(at(1.0));
+    let (flight, attempt, _, _) = refreshes(&fx)[0];
+    b.attempt_finished(flight, attempt, Ok(set("t1", Some("r1"), Some(0.001))), at(2.0));
+    let fx = b.tick(at(3.0));
+    assert!(refreshes(&fx).is_empty());
+    let wait = schedule(&fx).flatten().expect("re-armed");
+    assert!(wait > 0.0 && wait <= MIN_REFRESH_INTERVAL_MS);
+}
+
+/// Proves the boundary's fast path safe: whenever both clocks are before the published
+/// deadlines, `get_token` hands out that same token at once, with no effects.
+#[test]
+fn the_published_fresh_deadline_never_promises_more_than_the_core() {
+    let lifetimes = [None, Some(0.001), Some(1.0), Some(2.0), Some(60.0), Some(3600.0)];
+    let offsets = [-5_000.0, -1.0, 0.0, 1.0, 499.0, 999.0, 1_000.0, 1_001.0, 29_999.0, 50_000.0, 3_600_000.0];
+    for lifetime in lifetimes {
+        for leeway in [0.0, 10_000.0, 30_000.0] {
+            for dw in offsets {
+                for dm in offsets {
+                    let mut b = B::new(Config { leeway_ms: leeway, ..Config::default() });
+                    let t0 = Now { wall_ms: T0, mono_ms: 500.0 };
+                    b.set_tokens(set("f1", Some("r1"), lifetime), t0);
+                    let now = Now { wall_ms: T0 + dw, mono_ms: 500.0 + dm };
+                    let fresh = b.fresh().map(|f| (f.token.to_string(), f.until_wall_ms, f.until_mono_ms));
+                    let (token, w, m) = fresh.expect("a new token set is published");
+                    if now.wall_ms < w && now.mono_ms < m {
+                        let (get, fx) = b.get_token(now, || 0);
+                        assert_eq!((get, fx.len()), (Get::Ready(token), 0), "{lifetime:?} {leeway} {dw} {dm}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn nothing_is_published_while_a_call_would_wait() {
+    let mut b = logged_in();
+    assert!(b.fresh().is_some());
+    b.token_rejected("a1", at(1.0), || 0);
+    assert_eq!(b.fresh(), None, "rejected token, refresh running");
+    let mut b = logged_in();
+    b.logout();
+    assert_eq!(b.fresh(), None);
+    let mut b = logged_in();
+    b.dispose();
+    assert_eq!(b.fresh(), None);
 }

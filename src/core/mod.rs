@@ -9,8 +9,8 @@ mod expiry;
 mod policy;
 mod token;
 
-pub use broker::{Broker, Config, Effect, Event, Get, RefreshReason, Shared, State};
+pub use broker::{Broker, Config, Effect, Event, Fresh, Get, RefreshReason, Shared, State, MIN_REFRESH_INTERVAL_MS};
 pub use error::BrokerError;
 pub use expiry::Now;
 pub use policy::{classify_failure, refresh_on_401, Failure};
-pub use token::{parse_seconds, parse_shared, parse_token_set, Field, TokenSet};
+pub use token::{parse_count, parse_seconds, parse_shared, parse_token_set, wipe, Field, Invalid, JwtTimes, TokenSet, MAX_COUNT};

@@ -1,7 +1,5 @@
 //! Token sets and the validation of whatever a refresh returned.
 
-use super::error::BrokerError;
-
 /// One field of a token response as the boundary found it, before validation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Field {
@@ -16,6 +14,10 @@ pub enum Field {
 }
 
 /// A validated token set. `lifetime_ms` counts from the local moment of receipt.
+///
+/// Its token bytes are overwritten when it is dropped (replaced, logout, dispose), so a later
+/// read of the module's memory does not find them. Copies handed to JavaScript are JS strings,
+/// which no code can wipe.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenSet {
     /// The access token, sent as `Authorization: Bearer <access>`.
@@ -26,6 +28,33 @@ pub struct TokenSet {
     pub lifetime_ms: Option<f64>,
 }
 
+impl Drop for TokenSet {
+    fn drop(&mut self) {
+        wipe(&mut self.access);
+        if let Some(r) = &mut self.refresh {
+            wipe(r);
+        }
+    }
+}
+
+/// Overwrites a secret's bytes before its memory goes back to the allocator.
+pub fn wipe(s: &mut String) {
+    // Zero bytes keep the string valid UTF-8; volatile writes are not optimised away.
+    // SAFETY: only ASCII NUL is written, so the String stays valid UTF-8.
+    for b in unsafe { s.as_bytes_mut() } {
+        unsafe { std::ptr::write_volatile(b, 0) };
+    }
+    s.clear();
+}
+
+/// `exp` and `iat` (seconds) of a JWT access token's payload, as the boundary decoded it with
+/// the platform (`atob` + `JSON.parse`); `None` for opaque tokens. Hints for scheduling only:
+/// the client never verifies a JWT.
+pub type JwtTimes = Option<(Option<f64>, Option<f64>)>;
+
+/// What is wrong with a token response, in words that never contain the response's values.
+pub type Invalid = &'static str;
+
 /// Validates a token response. `expires_in` wins; without it, a JWT access token's
 /// `exp - iat` gives the lifetime (immune to client clock skew); with `exp` alone, the
 /// lifetime is `exp` against the client clock corrected by `server_offset_ms` (server minus
@@ -35,30 +64,35 @@ pub fn parse_token_set(
     access: Field,
     refresh: Field,
     expires_in: Field,
+    jwt: JwtTimes,
     client_wall_ms: f64,
     server_offset_ms: f64,
-) -> Result<TokenSet, BrokerError> {
+) -> Result<TokenSet, Invalid> {
     let access = match access {
+        Field::Absent => return Err("access_token is missing"),
+        Field::Str(s) if s.is_empty() => return Err("access_token is empty"),
         Field::Str(s) if is_header_safe(&s) => s,
-        _ => return Err(BrokerError::InvalidTokenResponse),
+        Field::Str(_) => return Err("access_token contains a space, a control or a non-ASCII character"),
+        _ => return Err("access_token is not a string"),
     };
     let refresh = match refresh {
         Field::Absent => None,
         Field::Str(s) if s.is_empty() => None,
         Field::Str(s) if is_header_safe(&s) => Some(s),
-        _ => return Err(BrokerError::InvalidTokenResponse),
+        Field::Str(_) => return Err("refresh_token contains a space, a control or a non-ASCII character"),
+        _ => return Err("refresh_token is not a string"),
     };
     let expires_in_s = match expires_in {
         Field::Absent => None,
         Field::Num(n) if n.is_finite() && n >= 0.0 => Some(n),
-        Field::Str(s) => Some(parse_seconds(&s).ok_or(BrokerError::InvalidTokenResponse)?),
-        _ => return Err(BrokerError::InvalidTokenResponse),
+        Field::Str(s) => Some(parse_seconds(&s).ok_or("expires_in is not a number of seconds")?),
+        _ => return Err("expires_in is not a non-negative number of seconds"),
     };
     let lifetime_ms = match expires_in_s {
         // expires_in: 0 is a broken server; refreshing on every call would be a storm.
         Some(s) if s > 0.0 => Some(s * 1000.0),
         Some(_) => None,
-        None => match jwt_times(&access) {
+        None => match jwt {
             Some((Some(exp), Some(iat))) if exp > iat => Some((exp - iat) * 1000.0),
             Some((Some(exp), _)) => {
                 let left = exp * 1000.0 - (client_wall_ms + server_offset_ms);
@@ -70,13 +104,23 @@ pub fn parse_token_set(
     Ok(TokenSet { access, refresh, lifetime_ms })
 }
 
+/// The largest generation or epoch a message or record may carry: 2^53, where JS numbers stop
+/// being exact. Counters saturate there instead of wrapping (a forged message must not be able
+/// to push them around the clock and make the next login look older).
+pub const MAX_COUNT: u64 = 1 << 53;
+
+/// A generation or epoch read from outside: a whole number from 0 to [`MAX_COUNT`].
+pub fn parse_count(f: &Field) -> Option<u64> {
+    match *f {
+        Field::Num(n) if n >= 0.0 && n <= MAX_COUNT as f64 && n.fract() == 0.0 => Some(n as u64),
+        _ => None,
+    }
+}
+
 /// Validates a token set read from storage or another tab (`{ g, e, a, r, x }`): anything
 /// malformed is `None` and gets ignored, never trusted and never a crash.
 pub fn parse_shared(g: Field, e: Field, a: Field, r: Field, x: Field) -> Option<super::broker::Shared> {
-    let count = |f: Field| match f {
-        Field::Num(n) if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n < 9.0e15 => Some(n as u64),
-        _ => None,
-    };
+    let (generation, epoch) = (parse_count(&g)?, parse_count(&e)?);
     let access = match a {
         Field::Str(s) if is_header_safe(&s) => s,
         _ => return None,
@@ -91,7 +135,7 @@ pub fn parse_shared(g: Field, e: Field, a: Field, r: Field, x: Field) -> Option<
         Field::Num(n) if n.is_finite() => Some(n),
         _ => return None,
     };
-    Some(super::broker::Shared { generation: count(g)?, epoch: count(e)?, access, refresh, expires_at_wall_ms })
+    Some(super::broker::Shared { generation, epoch, access, refresh, expires_at_wall_ms })
 }
 
 /// Non-empty, visible ASCII only: anything else could split or corrupt the header it goes into.
@@ -108,206 +152,96 @@ pub fn parse_seconds(s: &str) -> Option<f64> {
     Some(s.bytes().fold(0.0, |acc, b| acc * 10.0 + f64::from(b - b'0')))
 }
 
-/// `(exp, iat)` in seconds from a JWT's payload, without verifying it (the client only uses
-/// them as hints for scheduling). `None` when the token is not a JWT or the payload is not JSON.
-pub(crate) fn jwt_times(token: &str) -> Option<(Option<f64>, Option<f64>)> {
-    let mut parts = token.split('.');
-    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
-    let json = base64url_decode(payload)?;
-    scan_top_level_numbers(&json)
-}
-
-fn base64url_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for b in s.bytes() {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            b'=' => break,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
-/// Finds the numeric `exp` and `iat` members of a top-level JSON object. A tiny scanner,
-/// not a parser: it tracks strings and nesting depth so nested `exp` keys are ignored.
-fn scan_top_level_numbers(json: &[u8]) -> Option<(Option<f64>, Option<f64>)> {
-    let skip_ws = |mut i: usize| {
-        while json.get(i).is_some_and(u8::is_ascii_whitespace) {
-            i += 1;
-        }
-        i
-    };
-    let mut i = skip_ws(0);
-    if json.get(i) != Some(&b'{') {
-        return None;
-    }
-    let (mut exp, mut iat) = (None, None);
-    let mut depth = 0usize;
-    let mut expect_key = false;
-    while let Some(&c) = json.get(i) {
-        i += 1;
-        match c {
-            b'{' | b'[' => {
-                depth += 1;
-                expect_key = c == b'{' && depth == 1;
-            }
-            b'}' | b']' => depth = depth.checked_sub(1)?,
-            b',' => expect_key = depth == 1,
-            b'"' => {
-                let start = i;
-                while let Some(&q) = json.get(i) {
-                    if q == b'"' {
-                        break;
-                    }
-                    i += if q == b'\\' { 2 } else { 1 };
-                }
-                let key = json.get(start..i)?;
-                i += 1;
-                if expect_key {
-                    expect_key = false;
-                    i = skip_ws(i);
-                    if json.get(i) != Some(&b':') {
-                        return None;
-                    }
-                    i = skip_ws(i + 1);
-                    if key == b"exp" || key == b"iat" {
-                        let n = parse_json_number(json, &mut i);
-                        if key == b"exp" { exp = n } else { iat = n }
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Some((exp, iat))
-}
-
-/// A non-negative JSON number in seconds (integer part, optional fraction; exponents refused).
-fn parse_json_number(json: &[u8], i: &mut usize) -> Option<f64> {
-    let (mut n, mut digits, mut scale, mut frac) = (0.0f64, 0, 1.0f64, false);
-    while let Some(&b) = json.get(*i) {
-        match b {
-            b'0'..=b'9' => {
-                let d = f64::from(b - b'0');
-                if frac {
-                    scale /= 10.0;
-                    n += d * scale;
-                } else {
-                    n = n * 10.0 + d;
-                }
-                digits += 1;
-            }
-            b'.' if !frac => frac = true,
-            _ => break,
-        }
-        *i += 1;
-    }
-    if digits == 0 || digits > 20 { None } else { Some(n) }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    fn b64(s: &str) -> String {
-        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::new();
-        for chunk in s.as_bytes().chunks(3) {
-            let n = chunk.iter().enumerate().fold(0u32, |acc, (k, &b)| acc | (u32::from(b) << (16 - 8 * k)));
-            for k in 0..=chunk.len() {
-                out.push(T[((n >> (18 - 6 * k)) & 63) as usize] as char);
-            }
-        }
-        out
-    }
-
-    /// An unsigned JWT with the given payload (the client never verifies signatures).
-    pub(crate) fn jwt(payload: &str) -> String {
-        format!("{}.{}.sig", b64(r#"{"alg":"HS256","typ":"JWT"}"#), b64(payload))
-    }
 
     fn s(v: &str) -> Field {
         Field::Str(v.into())
     }
 
-    #[test]
-    fn expires_in_wins_and_counts_from_receipt() {
-        let t = parse_token_set(s("a"), s("r"), Field::Num(300.0), 0.0, 0.0).unwrap();
-        assert_eq!(t, TokenSet { access: "a".into(), refresh: Some("r".into()), lifetime_ms: Some(300_000.0) });
-        let t = parse_token_set(s("a"), Field::Absent, s("60"), 0.0, 0.0).unwrap();
-        assert_eq!((t.refresh, t.lifetime_ms), (None, Some(60_000.0)));
+    fn parse(a: Field, r: Field, e: Field) -> Result<TokenSet, Invalid> {
+        parse_token_set(a, r, e, None, 0.0, 0.0)
     }
 
     #[test]
-    fn malformed_responses_are_errors() {
+    fn expires_in_wins_and_counts_from_receipt() {
+        let t = parse_token_set(s("a"), s("r"), Field::Num(300.0), Some((Some(9.0), Some(1.0))), 0.0, 0.0).unwrap();
+        assert_eq!(t, TokenSet { access: "a".into(), refresh: Some("r".into()), lifetime_ms: Some(300_000.0) });
+        let t = parse(s("a"), Field::Absent, s("60")).unwrap();
+        assert_eq!((t.refresh.clone(), t.lifetime_ms), (None, Some(60_000.0)));
+    }
+
+    #[test]
+    fn malformed_responses_are_described_without_their_values() {
         let bad = [
-            (Field::Absent, Field::Absent, Field::Absent),
-            (s(""), Field::Absent, Field::Absent),
-            (Field::Num(1.0), Field::Absent, Field::Absent),
-            (Field::Other, Field::Absent, Field::Absent),
-            (s("a b"), Field::Absent, Field::Absent),
-            (s("a\r\nX-Evil: 1"), Field::Absent, Field::Absent),
-            (s("a"), Field::Num(5.0), Field::Absent),
-            (s("a"), s("r\n"), Field::Absent),
-            (s("a"), Field::Absent, Field::Num(-1.0)),
-            (s("a"), Field::Absent, Field::Num(f64::NAN)),
-            (s("a"), Field::Absent, s("soon")),
-            (s("a"), Field::Absent, Field::Other),
+            (Field::Absent, Field::Absent, Field::Absent, "access_token is missing"),
+            (s(""), Field::Absent, Field::Absent, "access_token is empty"),
+            (Field::Num(1.0), Field::Absent, Field::Absent, "access_token is not a string"),
+            (Field::Other, Field::Absent, Field::Absent, "access_token is not a string"),
+            (s("a b"), Field::Absent, Field::Absent, "access_token contains a space"),
+            (s("a\r\nX-Evil: 1"), Field::Absent, Field::Absent, "access_token contains a space"),
+            (s("a"), Field::Num(5.0), Field::Absent, "refresh_token is not a string"),
+            (s("a"), s("r\n"), Field::Absent, "refresh_token contains"),
+            (s("a"), Field::Absent, Field::Num(-1.0), "expires_in is not"),
+            (s("a"), Field::Absent, Field::Num(f64::NAN), "expires_in is not"),
+            (s("a"), Field::Absent, s("soon"), "expires_in is not"),
+            (s("a"), Field::Absent, Field::Other, "expires_in is not"),
         ];
-        for (a, r, e) in bad {
-            assert_eq!(parse_token_set(a, r, e, 0.0, 0.0), Err(BrokerError::InvalidTokenResponse));
+        for (a, r, e, want) in bad {
+            let got = parse(a, r, e).unwrap_err();
+            assert!(got.starts_with(want), "{got}");
         }
     }
 
     #[test]
     fn zero_expires_in_means_unknown_not_expired() {
-        let t = parse_token_set(s("a"), Field::Absent, Field::Num(0.0), 0.0, 0.0).unwrap();
+        let t = parse(s("a"), Field::Absent, Field::Num(0.0)).unwrap();
         assert_eq!(t.lifetime_ms, None);
     }
 
     #[test]
     fn jwt_exp_minus_iat_is_immune_to_client_clock() {
-        let tok = jwt(r#"{"sub":"u","iat":1000,"exp":1300,"nested":{"exp":1}}"#);
         // The client clock is 10 minutes fast: the lifetime is still 300 s.
-        let t = parse_token_set(Field::Str(tok), Field::Absent, Field::Absent, 1_600_000.0, 0.0).unwrap();
+        let t = parse_token_set(s("j"), Field::Absent, Field::Absent, Some((Some(1300.0), Some(1000.0))), 1_600_000.0, 0.0).unwrap();
         assert_eq!(t.lifetime_ms, Some(300_000.0));
     }
 
     #[test]
     fn jwt_exp_alone_uses_server_offset_and_never_yields_expired() {
-        let tok = jwt(r#"{"exp":1300}"#);
-        let t = parse_token_set(Field::Str(tok.clone()), Field::Absent, Field::Absent, 1_000_000.0, 0.0).unwrap();
+        let exp = Some((Some(1300.0), None));
+        let t = parse_token_set(s("j"), Field::Absent, Field::Absent, exp, 1_000_000.0, 0.0).unwrap();
         assert_eq!(t.lifetime_ms, Some(300_000.0));
         // Client 10 minutes fast, offset known: corrected.
-        let t = parse_token_set(Field::Str(tok.clone()), Field::Absent, Field::Absent, 1_600_000.0, -600_000.0).unwrap();
+        let t = parse_token_set(s("j"), Field::Absent, Field::Absent, exp, 1_600_000.0, -600_000.0).unwrap();
         assert_eq!(t.lifetime_ms, Some(300_000.0));
         // Client 10 minutes fast, offset unknown: unknown expiry, never "already expired".
-        let t = parse_token_set(Field::Str(tok), Field::Absent, Field::Absent, 1_600_000.0, 0.0).unwrap();
+        let t = parse_token_set(s("j"), Field::Absent, Field::Absent, exp, 1_600_000.0, 0.0).unwrap();
         assert_eq!(t.lifetime_ms, None);
     }
 
     #[test]
-    fn malformed_jwts_mean_unknown_expiry_not_errors() {
-        for tok in ["opaque-token", "a.b", "a.!!!.c", "a.b.c.d", &jwt("[1,2]"), &jwt(r#"{"exp":"x"}"#), &jwt("{\"exp\"")] {
-            let t = parse_token_set(s(tok), Field::Absent, Field::Absent, 0.0, 0.0).unwrap();
-            assert_eq!(t.lifetime_ms, None, "{tok}");
+    fn opaque_tokens_and_useless_claims_mean_unknown_expiry() {
+        for jwt in [None, Some((None, None)), Some((None, Some(5.0))), Some((Some(1.0), Some(5.0)))] {
+            let t = parse_token_set(s("t"), Field::Absent, Field::Absent, jwt, 10_000.0, 0.0).unwrap();
+            assert_eq!(t.lifetime_ms, None, "{jwt:?}");
         }
-        assert_eq!(jwt_times(&jwt(r#"{"exp":12.5,"iat":2}"#)), Some((Some(12.5), Some(2.0))));
+    }
+
+    #[test]
+    fn counts_are_whole_numbers_up_to_two_to_the_53() {
+        assert_eq!(parse_count(&Field::Num(7.0)), Some(7));
+        assert_eq!(parse_count(&Field::Num(MAX_COUNT as f64)), Some(MAX_COUNT));
+        for bad in [1e300, f64::INFINITY, f64::NAN, -1.0, 1.5, (MAX_COUNT as f64) * 2.0] {
+            assert_eq!(parse_count(&Field::Num(bad)), None, "{bad}");
+        }
+        assert_eq!(parse_count(&Field::Str("1".into())), None);
+    }
+
+    #[test]
+    fn wipe_zeroes_and_clears() {
+        let mut secret = String::from("rt-123");
+        wipe(&mut secret);
+        assert!(secret.is_empty());
     }
 }
