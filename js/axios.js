@@ -1,34 +1,21 @@
 // token-broker/axios: attach a TokenBroker to an axios instance. No policy of its own:
 // the broker decides when to refresh; this file only adds the header and replays once.
-import { TokenBrokerError } from './index.js';
+import {
+  abortedError, assertBroker, brokerOrigins, freshToken, originGate, originSet, readOptions, replayAllowed,
+} from './origin.js';
+
 const SENT = Symbol('token-broker.sentToken'); // the token a request went out with
 const REPLAY = Symbol('token-broker.replayToken'); // set on the single replay of a request
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 
-const abortedError = (signal) =>
-  new TokenBrokerError('ABORTED', 'The request was aborted while it waited for a token', { cause: signal?.reason });
-
-/** `true` when `replay` lets a request with this method and these headers be sent again. */
-function replayAllowed(replay, method, hasIdempotencyKey) {
-  if (replay === false) return false;
-  if (replay === 'idempotent') return IDEMPOTENT.has(String(method || 'GET').toUpperCase()) || hasIdempotencyKey;
-  return true;
-}
-
-/**
- * A path such as `/statistics`, resolved against the page (when there is one). Not `//host`,
- * `/\host`, nor anything with a tab or newline, which URL parsing deletes (`/\t/host` is `//host`).
- */
-const pageOnly = (u) => typeof u === 'string' && u[0] === '/' && u[1] !== '/' && u[1] !== '\\'
-  && !/[\t\n\r]/.test(u) && !!globalThis.location;
-
-function originOf(url, base) {
-  try {
-    const page = globalThis.location?.href;
-    return new URL(url, base ? new URL(base, page) : page).origin;
-  } catch {
-    return null; // unparsable: treated as not allowed, so no token leaks
+// axios's own rules (helpers/isAbsoluteURL, combineURLs, buildFullPath): the URL it will send.
+const ABSOLUTE = /^([a-z][a-z\d+\-.]*:)?\/\//i;
+function fullPath(config) {
+  const url = config.url == null ? '' : String(config.url);
+  const base = config.baseURL;
+  if (base && (!ABSOLUTE.test(url) || config.allowAbsoluteUrls === false)) {
+    return url ? `${String(base).replace(/\/?\/$/, '')}/${url.replace(/^\/+/, '')}` : String(base);
   }
+  return url;
 }
 
 function headerGet(headers, name) {
@@ -38,33 +25,49 @@ function headerGet(headers, name) {
   return key === undefined ? undefined : headers[key];
 }
 
-export function attachAxios(axiosInstance, broker, options = {}) {
-  const replay = options.replay ?? 'all';
-  const extra = new Set(options.allowedOrigins ?? []);
+function withToken(config, token) {
+  if (typeof config.headers?.set === 'function') config.headers.set('Authorization', `Bearer ${token}`);
+  else config.headers = { ...config.headers, Authorization: `Bearer ${token}` };
+  config[SENT] = token;
+  return config;
+}
 
-  let base, baseOrigin; // the instance's baseURL origin, recomputed only when baseURL changes
-  const allowed = (config) => {
-    // Fast path, the common case: a path on the page's own origin, which is always allowed.
-    if (pageOnly(config.url) && (!config.baseURL || pageOnly(config.baseURL))) return true;
-    // Where the request goes. An absolute URL ignores baseURL, as in axios (with
-    // `allowAbsoluteUrls: false` axios sends it under baseURL, whose origin is allowed anyway).
-    const origin = originOf(config.url ?? '', config.baseURL);
-    if (origin === null) return false;
-    if (axiosInstance.defaults?.baseURL !== base) {
-      base = axiosInstance.defaults?.baseURL;
-      baseOrigin = base ? originOf(base) : null;
+export function attachAxios(axiosInstance, broker, options) {
+  if (typeof axiosInstance?.interceptors?.request?.use !== 'function') {
+    throw new TypeError('attachAxios(instance, broker): instance must be an axios instance (axios or axios.create())');
+  }
+  assertBroker(broker, 'attachAxios');
+  const opts = readOptions(options, 'attachAxios', ['allowedOrigins', 'replay']);
+  const replay = opts.replay ?? 'all';
+  const extra = originSet(opts.allowedOrigins, 'attachAxios');
+  const brokerHas = brokerOrigins(broker);
+  const fresh = freshToken(broker);
+
+  // The instance's own baseURL origin is allowed, when the app wrote it out (absolute): a relative
+  // baseURL resolves against the page's base URL, which injected HTML may have moved elsewhere.
+  let base, baseOrigin;
+  const has = (origin) => {
+    const b = axiosInstance.defaults?.baseURL;
+    if (b !== base) {
+      base = b;
+      baseOrigin = null;
+      try { if (typeof b === 'string' && ABSOLUTE.test(b)) baseOrigin = new URL(b, globalThis.location?.href).origin; } catch { /* none */ }
     }
-    return origin === baseOrigin || extra.has(origin) || broker.allowsOrigin(origin);
+    return origin === baseOrigin || extra.has(origin) || brokerHas(origin);
   };
+  const allowed = originGate(has);
 
-  const onRequest = async (config) => {
-    if (config.skipAuth || !allowed(config)) return config;
-    const token = config[REPLAY] ?? (await broker.getAccessToken({ signal: config.signal }));
-    if (config.signal?.aborted) throw abortedError(config.signal); // the caller gave up meanwhile
-    if (typeof config.headers?.set === 'function') config.headers.set('Authorization', `Bearer ${token}`);
-    else config.headers = { ...config.headers, Authorization: `Bearer ${token}` };
-    config[SENT] = token;
-    return config;
+  const onRequest = (config) => {
+    if (config.skipAuth || !allowed(fullPath(config))) return config;
+    const token = config[REPLAY] ?? fresh();
+    if (token !== undefined) {
+      if (config.signal?.aborted) throw abortedError(config.signal);
+      return withToken(config, token);
+    }
+    return broker.getAccessToken({ signal: config.signal }).then((t) => {
+      if (config.signal?.aborted) throw abortedError(config.signal); // the caller gave up meanwhile
+      return withToken(config, t);
+    });
   };
 
   const onResponseError = async (error) => {
@@ -72,6 +75,9 @@ export function attachAxios(axiosInstance, broker, options = {}) {
     const response = error?.response;
     if (!config || response?.status !== 401 || !config[SENT] || config[REPLAY] !== undefined) throw error;
     if (config.signal?.aborted) throw error;
+    // A 401 that a redirect brought from another origin says nothing about our token.
+    const finalUrl = error.request?.responseURL || error.request?.res?.responseUrl;
+    if (finalUrl && !allowed(finalUrl)) throw error;
     if (!broker.shouldRefreshOn401(headerGet(response.headers, 'www-authenticate') ?? null)) throw error;
     const renewed = broker.tokenRejected(config[SENT], { signal: config.signal });
     if (!replayAllowed(replay, config.method, headerGet(config.headers, 'idempotency-key') != null)) {

@@ -1,51 +1,98 @@
 // token-broker/fetch: a fetch() that carries the broker's token. No policy of its own:
 // the broker decides when to refresh; this file only adds the header and replays once.
-import { TokenBrokerError } from './index.js';
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
-
-const abortedError = (signal) =>
-  new TokenBrokerError('ABORTED', 'The request was aborted while it waited for a token', { cause: signal?.reason });
-
-function replayAllowed(replay, request) {
-  if (replay === false) return false;
-  if (replay === 'idempotent') return IDEMPOTENT.has(request.method) || request.headers.has('Idempotency-Key');
-  return true;
-}
+import {
+  abortedError, assertBroker, brokerOrigins, freshToken, originGate, originSet, readOptions, replayAllowed,
+} from './origin.js';
 
 /** A streamed body cannot be sent twice (cloning would buffer the whole stream). */
 function isStreamed(init) {
   return init?.duplex === 'half' || (typeof ReadableStream !== 'undefined' && init?.body instanceof ReadableStream);
 }
 
-export function createAuthFetch(broker, options = {}) {
-  const replay = options.replay ?? 'all';
-  const extra = new Set(options.allowedOrigins ?? []);
+const isPlainObject = (h) => h != null && typeof h === 'object' && Object.getPrototypeOf(h) === Object.prototype;
+
+/** The caller's headers plus the token, without touching the caller's object. */
+function headersWith(headers, token) {
+  const value = `Bearer ${token}`;
+  // A plain object without its own Authorization: a copy is cheaper than a Headers object.
+  if (headers === undefined) return { Authorization: value };
+  if (isPlainObject(headers) && !Object.keys(headers).some((k) => k.toLowerCase() === 'authorization')) {
+    return { ...headers, Authorization: value };
+  }
+  const h = new Headers(headers);
+  h.set('Authorization', value);
+  return h;
+}
+
+const hasHeader = (headers, name) => (headers instanceof Headers
+  ? headers.has(name)
+  : Object.keys(headers).some((k) => k.toLowerCase() === name));
+
+export function createAuthFetch(broker, options) {
+  assertBroker(broker, 'createAuthFetch');
+  const opts = readOptions(options, 'createAuthFetch', ['allowedOrigins', 'replay', 'fetch']);
+  if (opts.fetch !== undefined && typeof opts.fetch !== 'function') {
+    throw new TypeError('createAuthFetch: options.fetch must be a function (input, init) => Promise<Response>');
+  }
+  const replay = opts.replay ?? 'all';
+  const extra = originSet(opts.allowedOrigins, 'createAuthFetch');
+  const brokerHas = brokerOrigins(broker);
+  const allowed = originGate((o) => extra.has(o) || brokerHas(o));
+  const fresh = freshToken(broker);
 
   return async function authFetch(input, init) {
-    const send = options.fetch ?? globalThis.fetch; // resolved per call: late polyfills and test stubs apply
-    const request = new Request(input, init);
-    const origin = new URL(request.url).origin;
-    if (!extra.has(origin) && !broker.allowsOrigin(origin)) return send(request);
+    const send = opts.fetch ?? globalThis.fetch; // resolved per call: late polyfills and test stubs apply
+    if (typeof Request !== 'undefined' && input instanceof Request) return viaRequest(send, input, init);
+    const url = typeof input === 'string' ? input : String(input?.href ?? input);
+    if (!allowed(url)) return send(input, init);
 
-    const token = await broker.getAccessToken({ signal: request.signal });
-    if (request.signal.aborted) throw abortedError(request.signal);
-    request.headers.set('Authorization', `Bearer ${token}`);
-    // Keep a copy for the replay BEFORE the first send consumes the body.
-    const spare = !isStreamed(init) && replayAllowed(replay, request) ? request.clone() : null;
+    const signal = init?.signal ?? undefined;
+    const token = fresh() ?? (await broker.getAccessToken({ signal }));
+    if (signal?.aborted) throw abortedError(signal);
+    const headers = headersWith(init?.headers, token);
+    const response = await send(input, { ...init, headers });
+    if (!mayRefresh(response)) return response;
 
-    const response = await send(request);
-    if (response.status !== 401 || !broker.shouldRefreshOn401(response.headers.get('WWW-Authenticate'))) {
-      return response;
-    }
-    const renewed = broker.tokenRejected(token, { signal: request.signal });
-    if (!spare || request.signal.aborted) {
+    const renewed = broker.tokenRejected(token, { signal });
+    const method = String(init?.method ?? 'GET').toUpperCase();
+    if (isStreamed(init) || !replayAllowed(replay, method, hasHeader(headers, 'idempotency-key')) || signal?.aborted) {
       renewed.catch(() => {}); // later calls get a fresh token; the caller gets this 401
       return response;
     }
     response.body?.cancel().catch(() => {}); // this 401 is never returned: free its connection
-    const fresh = await renewed;
-    if (request.signal.aborted) throw abortedError(request.signal); // no replay after an abort
-    spare.headers.set('Authorization', `Bearer ${fresh}`);
-    return send(spare); // the one replay: a 401 here goes to the caller as a Response
+    const next = await renewed;
+    if (signal?.aborted) throw abortedError(signal); // no replay after an abort
+    return send(input, { ...init, headers: headersWith(init?.headers, next) }); // the one replay
   };
+
+  /** A 401 about our token: from an allowed origin (not one a redirect led to), worth a refresh. */
+  function mayRefresh(response) {
+    if (response.status !== 401) return false;
+    if (response.url && !allowed(response.url)) return false;
+    return broker.shouldRefreshOn401(response.headers.get('WWW-Authenticate'));
+  }
+
+  // A Request object: its body can only be read once, so a copy is kept for the replay.
+  async function viaRequest(send, input, init) {
+    const request = new Request(input, init);
+    if (!allowed(request.url)) return send(request);
+    const token = fresh() ?? (await broker.getAccessToken({ signal: request.signal }));
+    if (request.signal.aborted) throw abortedError(request.signal);
+    request.headers.set('Authorization', `Bearer ${token}`);
+    // Keep a copy for the replay BEFORE the first send consumes the body.
+    const spare = !isStreamed(init) && replayAllowed(replay, request.method, request.headers.has('Idempotency-Key'))
+      ? request.clone() : null;
+    const response = await send(request);
+    if (!mayRefresh(response)) return response;
+    const renewed = broker.tokenRejected(token, { signal: request.signal });
+    if (!spare || request.signal.aborted) {
+      renewed.catch(() => {});
+      return response;
+    }
+    response.body?.cancel().catch(() => {});
+    const next = await renewed;
+    if (request.signal.aborted) throw abortedError(request.signal);
+    spare.headers.set('Authorization', `Bearer ${next}`);
+    return send(spare);
+  }
 }

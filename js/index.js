@@ -1,24 +1,77 @@
-// Entry `token-broker`: loads the WebAssembly module once, on first use (never at import,
-// so server-side rendering can import this file without a `window`).
+// Entry `token-broker`. In a browser the .wasm is fetched and compiled at import (never
+// instantiated, no storage touched), so createTokenBroker only instantiates. In Node and SSR the
+// import does nothing; the module is read from disk on first use.
 import init, { TokenBroker } from './token_broker.js';
+
+const WASM = new URL('./token_broker_bg.wasm', import.meta.url);
+
+let compiled = typeof document !== 'undefined' && typeof WebAssembly?.compileStreaming === 'function'
+  && typeof fetch === 'function' ? WebAssembly.compileStreaming(fetch(WASM)) : undefined;
+compiled?.catch(() => { compiled = undefined; }); // the first create falls back to a plain load, and reports
 
 let loading;
 
+// After free() a wasm-bindgen object throws "null pointer passed to rust" on every call. A broker
+// instead stays a disposed broker (every call rejects with DISPOSED); its memory is reclaimed
+// when it is garbage-collected.
+TokenBroker.prototype.free = function free() { this.dispose(); };
+
+/** Where the default module comes from, as the host can read it. */
+async function defaultSource() {
+  const node = globalThis.process?.getBuiltinModule;
+  if (WASM.protocol === 'file:' && typeof node === 'function') {
+    return node('fs').readFileSync(node('url').fileURLToPath(WASM));
+  }
+  if (compiled) {
+    try { return await compiled; } catch { /* a plain load below gives the real error */ }
+  }
+  return WASM;
+}
+
+function hintFor(message) {
+  if (/magic|expected .*wasm|not a wasm|Incorrect response MIME|HTML/i.test(message)) {
+    return 'The server sent something that is not WebAssembly in its place (often an HTML page: a dev server '
+      + 'or SPA fallback answering an unknown path). Serve the file as application/wasm, exclude '
+      + "'token-broker' from Vite's optimizeDeps (Vite 7 dev server), or load it yourself with initTokenBroker(bytes | url).";
+  }
+  return 'Check that the file is served next to index.js (bundlers copy it when they see '
+    + "new URL('token_broker_bg.wasm', import.meta.url)), or load it yourself with initTokenBroker(bytes | url).";
+}
+
+function loadFailed(tried, cause) {
+  const message = String(cause?.message ?? cause);
+  return new TokenBrokerError('LOAD_FAILED',
+    `Could not load the token-broker WebAssembly module from ${tried}: ${message}. ${hintFor(message)}`, { cause });
+}
+
+const describe = (source) => {
+  if (source === undefined) return WASM.href;
+  if (typeof source === 'string' || source instanceof URL) return String(source);
+  return typeof source?.url === 'string' && source.url ? source.url : 'the source given to initTokenBroker';
+};
+
 /**
  * Loads the module from a custom source (bytes, a `Response`, a `WebAssembly.Module` or a URL).
- * Only needed where the default (`token_broker_bg.wasm` next to this file, found by every
- * bundler through `new URL(..., import.meta.url)`) cannot be fetched, e.g. Node or strict CSP.
+ * Only needed where the default (`token_broker_bg.wasm` next to this file) cannot be read, e.g.
+ * under a strict CSP or from a CDN. Rejects with `TokenBrokerError` `LOAD_FAILED`; a later call
+ * (or `createTokenBroker`) tries again.
  */
 export function initTokenBroker(source) {
-  loading = init(source === undefined ? undefined : { module_or_path: source });
-  loading.catch(() => { loading = undefined; });
-  return loading.then(() => undefined);
+  const attempt = (async () => {
+    const module_or_path = source === undefined ? await defaultSource() : source;
+    await init({ module_or_path });
+  })().catch((e) => {
+    if (loading === attempt) loading = undefined;
+    throw loadFailed(describe(source), e);
+  });
+  loading = attempt;
+  attempt.catch(() => {}); // handled here: every caller gets the rejection through its own await
+  return attempt;
 }
 
 /** Creates a broker; see index.d.ts for the options. */
 export async function createTokenBroker(options) {
-  if (!loading) initTokenBroker();
-  await loading;
+  await (loading ?? initTokenBroker());
   return TokenBroker.create(options);
 }
 

@@ -37,6 +37,28 @@ fn token_hash(token: &str) -> u64 {
     token.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// Where a clock stops being fresh: below the returned value, `now - received` (rounded, as
+/// [`Now::since`] computes it) stays below `usable`. `received + usable` itself can be one step
+/// too late, because the difference rounds up to `usable` there.
+fn fresh_until(received: f64, usable: f64) -> f64 {
+    let mut until = received + usable;
+    while until.is_finite() && next_down(until) - received >= usable {
+        until = next_down(until);
+    }
+    until
+}
+
+/// The largest f64 below a finite `x` (`f64::next_down` needs Rust 1.86).
+fn next_down(x: f64) -> f64 {
+    if x == 0.0 {
+        -f64::from_bits(1)
+    } else if x > 0.0 {
+        f64::from_bits(x.to_bits() - 1)
+    } else {
+        f64::from_bits(x.to_bits() + 1)
+    }
+}
+
 fn bump(n: u64) -> u64 {
     n.saturating_add(1).min(MAX_COUNT)
 }
@@ -255,7 +277,7 @@ struct Flight<W> {
     id: u64,
     attempt: u32,
     refresh_token: Option<String>,
-    /// `(id, waiter, epoch)`: the epoch is set for replay waiters (a 401 of that epoch's
+    /// `(id, waiter, session)`: the session is set for replay waiters (a 401 of that session's
     /// request), which must not be served with a later session's token.
     waiters: Vec<(u32, W, Option<u64>)>,
 }
@@ -279,6 +301,9 @@ pub struct Broker<W> {
     seen: Vec<u64>,
     /// When the last refresh that no 401 asked for started.
     last_unasked: Option<Now>,
+    /// Changes with every new epoch, even once the epoch number has saturated at [`MAX_COUNT`]
+    /// and no longer tells two sessions apart.
+    session: u64,
 }
 
 impl<W> Broker<W> {
@@ -299,6 +324,7 @@ impl<W> Broker<W> {
             server_offset_ms: 0.0,
             seen: Vec::new(),
             last_unasked: None,
+            session: 0,
         }
     }
 
@@ -348,6 +374,16 @@ impl<W> Broker<W> {
         self.current.as_ref().map(|c| c.set.access.as_str())
     }
 
+    /// The current refresh token, if any (what a logout revokes at the server).
+    pub fn refresh_token(&self) -> Option<&str> {
+        self.current.as_ref().and_then(|c| c.set.refresh.as_deref())
+    }
+
+    /// Whether `dispose()` was called.
+    pub fn is_disposed(&self) -> bool {
+        self.disposed
+    }
+
     /// The token [`Broker::get_token`] would return at once, and until when (on both clocks) it
     /// would keep doing so; `None` when a call would have to wait or fail. The boundary publishes
     /// this after every transition so the adapters can skip a call into the module.
@@ -360,7 +396,12 @@ impl<W> Broker<W> {
             None => (f64::INFINITY, f64::INFINITY),
             Some(l) => {
                 let usable = l - expiry::effective_leeway(self.cfg.leeway_ms, l);
-                (c.received.wall_ms + usable, c.received.mono_ms + usable)
+                // A set that arrived expired: `get_token` refreshes it even with both clocks
+                // set back before its receipt, so no deadline may promise it.
+                if !(usable > 0.0) {
+                    return None;
+                }
+                (fresh_until(c.received.wall_ms, usable), fresh_until(c.received.mono_ms, usable))
             }
         };
         Some(Fresh { token: &c.set.access, until_wall_ms: wall, until_mono_ms: mono })
@@ -404,7 +445,7 @@ impl<W> Broker<W> {
         if let Some(e) = self.closed_error() {
             return (Get::Fail(e), Vec::new());
         }
-        let epoch = self.epoch;
+        let session = self.session;
         match &mut self.current {
             Some(c) if c.set.access == token => {
                 c.rejected = true;
@@ -412,7 +453,7 @@ impl<W> Broker<W> {
                 if self.flight.is_none() {
                     self.start_flight(RefreshReason::Rejected, now, &mut fx);
                 }
-                (self.join(waiter, Some(epoch)), fx)
+                (self.join(waiter, Some(session)), fx)
             }
             // A token of an earlier session (before a logout, setTokens or a login elsewhere), or
             // one this broker never handed out: the request belongs to no live session.
@@ -422,7 +463,7 @@ impl<W> Broker<W> {
                 let (get, mut fx) = self.get_token(now, waiter);
                 if let (Get::Wait(id), Some(f)) = (&get, self.flight.as_mut()) {
                     if let Some(w) = f.waiters.iter_mut().find(|w| w.0 == *id) {
-                        w.2 = Some(epoch);
+                        w.2 = Some(session);
                     }
                 }
                 fx.insert(0, Effect::Emit(Event::Stale401));
@@ -656,6 +697,7 @@ impl<W> Broker<W> {
     /// A new session epoch: the tokens of the earlier one are forgotten.
     fn new_epoch(&mut self, epoch: u64) {
         self.epoch = epoch;
+        self.session = self.session.wrapping_add(1);
         self.seen.clear();
     }
 
@@ -736,8 +778,8 @@ impl<W> Broker<W> {
     fn settle(&mut self, f: Flight<W>, fx: &mut Vec<Effect<W>>) {
         fx.push(Effect::EndFlight { flight: f.id });
         // A request of an earlier session is never replayed with this session's token.
-        let epoch = self.epoch;
-        let (stale, waiters): (Vec<_>, Vec<_>) = f.waiters.into_iter().partition(|w| w.2.is_some_and(|e| e != epoch));
+        let session = self.session;
+        let (stale, waiters): (Vec<_>, Vec<_>) = f.waiters.into_iter().partition(|w| w.2.is_some_and(|s| s != session));
         if !stale.is_empty() {
             fx.push(Effect::Reject { waiters: stale.into_iter().map(|w| w.1).collect(), error: BrokerError::LoggedOut });
         }
@@ -803,3 +845,7 @@ impl<W> Broker<W> {
 #[cfg(test)]
 #[path = "broker_tests.rs"]
 mod tests;
+// proptest is a host-only dev-dependency: not in the wasm-pack test build.
+#[cfg(all(test, not(target_arch = "wasm32")))]
+#[path = "broker_props.rs"]
+mod props;

@@ -19,8 +19,10 @@ pub enum BrokerError {
     InvalidTokenResponse,
     /// `logout()` was called while this call waited.
     LoggedOut,
-    /// The broker was disposed (`dispose()` / `free()`) while this call waited.
+    /// The broker was disposed (`dispose()` / `free()`) while this call waited, or is called after.
     Disposed,
+    /// The WebAssembly module could not be loaded (made by the JS loader, which runs before it).
+    LoadFailed,
 }
 
 impl BrokerError {
@@ -36,6 +38,7 @@ impl BrokerError {
             Self::InvalidTokenResponse => "INVALID_TOKEN_RESPONSE",
             Self::LoggedOut => "LOGGED_OUT",
             Self::Disposed => "DISPOSED",
+            Self::LoadFailed => "LOAD_FAILED",
         }
     }
 
@@ -50,7 +53,8 @@ impl BrokerError {
             Self::InvalidOptions => "Invalid options",
             Self::InvalidTokenResponse => "The refresh returned no usable token set",
             Self::LoggedOut => "logout() was called while the request waited for a token",
-            Self::Disposed => "The broker was disposed while the request waited for a token",
+            Self::Disposed => "The broker was disposed",
+            Self::LoadFailed => "The WebAssembly module could not be loaded",
         }
     }
 
@@ -66,6 +70,7 @@ impl BrokerError {
             Self::InvalidTokenResponse,
             Self::LoggedOut,
             Self::Disposed,
+            Self::LoadFailed,
         ]
         .into_iter()
         .find(|e| e.code() == code)
@@ -80,7 +85,7 @@ mod tests {
     fn codes_round_trip_and_are_unique() {
         let all = [
             "NOT_AUTHENTICATED", "SESSION_EXPIRED", "REFRESH_FAILED", "REFRESH_TIMEOUT", "ABORTED",
-            "INVALID_OPTIONS", "INVALID_TOKEN_RESPONSE", "LOGGED_OUT", "DISPOSED",
+            "INVALID_OPTIONS", "INVALID_TOKEN_RESPONSE", "LOGGED_OUT", "DISPOSED", "LOAD_FAILED",
         ];
         for code in all {
             let e = BrokerError::from_code(code).expect("known code");

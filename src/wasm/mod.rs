@@ -13,17 +13,15 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use futures_channel::oneshot;
-use gloo_timers::callback::Timeout;
 use gloo_timers::future::TimeoutFuture;
-use js_sys::{Array, Function, Object, Promise};
+use js_sys::{Function, Object, Promise};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::{future_to_promise, spawn_local};
 use web_sys::{AbortController, AbortSignal, EventTarget, RequestCredentials};
 
 use crate::core::{self, Broker, BrokerError, Config, Effect, Event, Get};
-use js::{get, invalid_option, js_error, now, set, token_set};
-use options::{number_option, refresh_source, RefreshSource, OPTION_KEYS};
+use js::{get, invalid_option, js_error, now, own, promise, set, spawn, token_set, type_error, type_name, Timer};
+use options::{check_keys, number_option, origins, page_origin, refresh_source, revoke_endpoint, Endpoint, RefreshSource, OPTION_KEYS};
 use refresh::run_attempt;
 
 pub(crate) type Settled = Result<JsValue, JsValue>;
@@ -34,21 +32,59 @@ pub(crate) struct Inner {
     source: RefreshSource,
     on_session_expired: Option<Function>,
     allowed_origins: Vec<String>,
+    revoke: Option<Endpoint>,
     listeners: RefCell<Vec<(String, Function)>>,
-    proactive: RefCell<Option<Timeout>>,
-    deadline: RefCell<Option<Timeout>>,
+    proactive: RefCell<Option<Timer>>,
+    deadline: RefCell<Option<Timer>>,
     /// The attempt in progress: aborting it cancels the user's fetch; dropping the sender
     /// stops waiting for a refresh function that never settles.
     attempt: RefCell<Option<(AbortController, oneshot::Sender<()>)>>,
     wake_listener: RefCell<Option<Closure<dyn FnMut()>>>,
     /// The current token as a JS string, so the hot path does not re-encode it per call.
     token_js: RefCell<Option<(String, JsValue)>>,
+    /// `broker.fastPath`: `{ t, w, m }`, the token and until when (`Date.now()` below `w` and
+    /// `performance.now()` below `m`) the adapters may use it without calling in. Rewritten
+    /// after every transition, before any JS runs; `t` is `undefined` when a call must ask.
+    fast: Object,
     tabs: tabs::Tabs,
     /// `tokens` was given: it wins over whatever storage holds.
     has_initial_tokens: bool,
 }
 
 impl Inner {
+    /// The token as a JS string, encoded once per token rather than once per call. Keyed by the
+    /// token itself: a set adopted from another tab may reuse a generation number.
+    fn token_value(&self, token: &str) -> JsValue {
+        let mut cache = self.token_js.borrow_mut();
+        match &mut *cache {
+            Some((t, v)) if t == token => v.clone(),
+            slot => {
+                if let Some((old, _)) = slot {
+                    core::wipe(old);
+                }
+                let v = JsValue::from_str(token);
+                *slot = Some((token.to_string(), v.clone()));
+                v
+            }
+        }
+    }
+
+    /// Publishes the core's fresh token and its deadlines to `fastPath`.
+    fn sync_fast(&self) {
+        let fresh = self.core.borrow().fresh().map(|f| (f.token.to_string(), f.until_wall_ms, f.until_mono_ms));
+        match fresh {
+            Some((mut token, w, m)) => {
+                // Deadlines first: a reader that sees the new token must not see the old deadlines.
+                set(&self.fast, "t", &JsValue::UNDEFINED);
+                set(&self.fast, "w", &JsValue::from_f64(w));
+                set(&self.fast, "m", &JsValue::from_f64(m));
+                set(&self.fast, "t", &self.token_value(&token));
+                core::wipe(&mut token);
+            }
+            None => set(&self.fast, "t", &JsValue::UNDEFINED),
+        }
+    }
+
     fn emit_kind(&self, kind: &str) {
         let obj = Object::new();
         set(&obj, "type", &JsValue::from_str(kind));
@@ -93,18 +129,29 @@ impl Inner {
 }
 
 /// Carries out the core's decisions. Called with no borrow of `core` held.
-pub(crate) fn apply(inner: &Rc<Inner>, effects: Vec<Effect<Waiter>>, cause: &JsValue) {
+pub(crate) fn apply(inner: &Rc<Inner>, effects: Vec<Effect<Waiter>>) {
+    apply_with(inner, effects, &JsValue::UNDEFINED, None);
+}
+
+/// [`apply`], with the `cause` and the `detail` (what was wrong) for the errors it makes.
+pub(crate) fn apply_with(inner: &Rc<Inner>, effects: Vec<Effect<Waiter>>, cause: &JsValue, detail: Option<&str>) {
+    if effects.is_empty() {
+        return;
+    }
+    // Every transition comes with effects: publish the fast path before any listener runs.
+    inner.sync_fast();
     for effect in effects {
         match effect {
             Effect::Refresh { flight, attempt, refresh_token, delay_ms } => {
-                spawn_local(run_attempt(inner.clone(), flight, attempt, refresh_token, delay_ms));
+                spawn(run_attempt(inner.clone(), flight, attempt, refresh_token, delay_ms));
             }
             Effect::Deadline { flight, ms } => {
                 let weak = Rc::downgrade(inner);
-                let t = Timeout::new(ms as u32, move || {
+                let t = Timer::new(ms, move || {
                     if let Some(inner) = weak.upgrade() {
-                        let fx = inner.core.borrow_mut().flight_timed_out(flight, now());
-                        apply(&inner, fx, &JsValue::UNDEFINED);
+                        let t = now();
+                        let fx = inner.core.borrow_mut().flight_timed_out(flight, t);
+                        apply(&inner, fx);
                     }
                 });
                 *inner.deadline.borrow_mut() = Some(t);
@@ -116,14 +163,15 @@ pub(crate) fn apply(inner: &Rc<Inner>, effects: Vec<Effect<Waiter>>, cause: &JsV
                     ctrl.abort();
                 }
             }
-            Effect::Resolve { waiters, token } => {
-                let v = JsValue::from_str(&token);
+            Effect::Resolve { waiters, mut token } => {
+                let v = inner.token_value(&token);
+                core::wipe(&mut token);
                 for w in waiters {
                     let _ = w.send(Ok(v.clone()));
                 }
             }
             Effect::Reject { waiters, error } => {
-                let e = js_error(error, None, cause);
+                let e = js_error(error, detail, cause);
                 for w in waiters {
                     let _ = w.send(Err(e.clone()));
                 }
@@ -132,18 +180,21 @@ pub(crate) fn apply(inner: &Rc<Inner>, effects: Vec<Effect<Waiter>>, cause: &JsV
                 inner.emit(&ev);
                 if ev == Event::Expired {
                     if let Some(f) = &inner.on_session_expired {
-                        let _ = f.call1(&JsValue::UNDEFINED, &js_error(BrokerError::SessionExpired, None, cause));
+                        let _ = f.call1(&JsValue::UNDEFINED, &js_error(BrokerError::SessionExpired, detail, cause));
                     }
                 }
             }
             Effect::Schedule(delay) => {
+                // Dropping the old timer clears it before a new one is armed.
+                drop(inner.proactive.borrow_mut().take());
                 let t = delay.map(|ms| {
                     let weak = Rc::downgrade(inner);
                     // Browsers cap setTimeout at 2^31-1 ms; later ticks re-arm.
-                    Timeout::new(ms.min(2_147_483_647.0) as u32, move || {
+                    Timer::background(ms.min(2_147_483_647.0), move || {
                         if let Some(inner) = weak.upgrade() {
-                            let fx = inner.core.borrow_mut().tick(now());
-                            apply(&inner, fx, &JsValue::UNDEFINED);
+                            let t = now();
+                            let fx = inner.core.borrow_mut().tick(t);
+                            apply(&inner, fx);
                         }
                     })
                 });
@@ -171,8 +222,9 @@ fn install_wake_listener(inner: &Rc<Inner>) {
     let weak = Rc::downgrade(inner);
     let cb = Closure::<dyn FnMut()>::new(move || {
         if let Some(inner) = weak.upgrade() {
-            let fx = inner.core.borrow_mut().tick(now());
-            apply(&inner, fx, &JsValue::UNDEFINED);
+            let t = now();
+            let fx = inner.core.borrow_mut().tick(t);
+            apply(&inner, fx);
         }
     });
     for (target, event) in wake_targets() {
@@ -194,62 +246,60 @@ impl TokenBroker {
     /// `TokenBrokerError` with code `INVALID_OPTIONS` naming the offending option.
     #[wasm_bindgen(constructor)]
     pub fn new(options: JsValue) -> Result<TokenBroker, JsValue> {
-        if !options.is_object() {
-            return Err(invalid_option("options must be an object"));
+        if !options.is_object() || options.is_function() || js_sys::Array::is_array(&options) {
+            return Err(invalid_option(&["options must be an object { refresh, tokens?, ... } (got ", type_name(&options), ")"]));
         }
-        for k in Object::keys::<JsValue>(options.unchecked_ref()).iter() {
-            let k = k.as_string().unwrap_or_default();
-            if !OPTION_KEYS.contains(&k.as_str()) {
-                let mut d = String::from("unknown option ");
-                d.push_str(&k);
-                return Err(invalid_option(&d));
+        check_keys(&options, "", &OPTION_KEYS, "refresh, tokens, allowedOrigins, storage, crossTab, name, revoke, leewaySeconds, refreshTimeoutMs, refreshRetries, onSessionExpired")?;
+        let mut allowed_origins = origins(&own(&options, "allowedOrigins"))?;
+        match page_origin() {
+            Some(page) => allowed_origins.push(page),
+            // Without a page, no origin is allowed by default: every call would go out without a token.
+            None if allowed_origins.is_empty() => {
+                return Err(invalid_option(&[
+                    "allowedOrigins is required where there is no page (Node, SSR): list the origins that may receive the token, e.g. ['https://api.example.com']",
+                ]))
             }
+            None => {}
         }
-        let source = refresh_source(&get(&options, "refresh"))?;
+        let source = refresh_source(&own(&options, "refresh"), &allowed_origins)?;
+        let revoke = revoke_endpoint(&own(&options, "revoke"), &source, &allowed_origins)?;
         let mut cfg = Config::default();
-        if let Some(s) = number_option(&options, "leewaySeconds", 0.0, 86_400.0, false)? {
+        if let Some(s) = number_option(&options, "leewaySeconds", 0.0, 86_400.0, false, "from 0 to 86400")? {
             cfg.leeway_ms = s * 1000.0;
         }
-        if let Some(ms) = number_option(&options, "refreshTimeoutMs", 1.0, 2_147_483_647.0, false)? {
+        if let Some(ms) = number_option(&options, "refreshTimeoutMs", 1.0, 2_147_483_647.0, false, "from 1 to 2147483647")? {
             cfg.refresh_timeout_ms = ms;
         }
-        if let Some(n) = number_option(&options, "refreshRetries", 0.0, 10.0, true)? {
+        if let Some(n) = number_option(&options, "refreshRetries", 0.0, 10.0, true, "from 0 to 10")? {
             cfg.refresh_retries = n as u32;
         }
-        cfg.refresh_when_anonymous =
-            matches!(source, RefreshSource::Endpoint { credentials: RequestCredentials::Include, .. });
-        let on_session_expired = match get(&options, "onSessionExpired") {
+        cfg.refresh_when_anonymous = matches!(
+            &source,
+            RefreshSource::Endpoint { endpoint: Endpoint { credentials: RequestCredentials::Include, .. }, .. }
+        );
+        let on_session_expired = match own(&options, "onSessionExpired") {
             v if v.is_undefined() => None,
-            v => Some(v.dyn_into::<Function>().map_err(|_| invalid_option("onSessionExpired must be a function"))?),
+            v => Some(v.dyn_into::<Function>().map_err(|v| invalid_option(&["onSessionExpired must be a function (got ", type_name(&v), ")"]))?),
         };
-        let mut allowed_origins = Vec::new();
-        let ao = get(&options, "allowedOrigins");
-        if !ao.is_undefined() {
-            let arr = ao.dyn_into::<Array>().map_err(|_| invalid_option("allowedOrigins must be an array of origins"))?;
-            for o in arr.iter() {
-                let s = o.as_string().ok_or_else(|| invalid_option("allowedOrigins must be an array of origins"))?;
-                allowed_origins.push(s.trim_end_matches('/').to_string());
-            }
-        }
-        if let Some(page) = get(&get(&js_sys::global(), "location"), "origin").as_string() {
-            allowed_origins.push(page);
-        }
-        let name = match get(&options, "name") {
+        let name = match own(&options, "name") {
             v if v.is_undefined() => String::from("default"),
-            v => v.as_string().filter(|n| !n.is_empty()).ok_or_else(|| invalid_option("name must be a non-empty string"))?,
+            v => v
+                .as_string()
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| invalid_option(&["name must be a non-empty string (got ", type_name(&v), ")"]))?,
         };
-        let store = tabs::Store::from_option(&get(&options, "storage")).map_err(invalid_option)?;
+        let storage = own(&options, "storage");
+        let store = tabs::Store::from_option(&storage).map_err(|d| invalid_option(&[d]))?;
         // Shared storage without coordination would let two tabs spend one refresh token.
-        let cross_tab = match get(&options, "crossTab") {
-            v if v.is_undefined() => store.as_ref().is_some() && get(&options, "storage").as_string().as_deref() == Some("local"),
-            v => v.as_bool().ok_or_else(|| invalid_option("crossTab must be a boolean"))?,
+        let cross_tab = match own(&options, "crossTab") {
+            v if v.is_undefined() => store.as_ref().is_some() && storage.as_string().as_deref() == Some("local"),
+            v => v.as_bool().ok_or_else(|| invalid_option(&["crossTab must be a boolean (got ", type_name(&v), ")"]))?,
         };
         let mut broker = Broker::new(cfg);
-        let tokens = get(&options, "tokens");
+        let tokens = own(&options, "tokens");
         let has_initial_tokens = !(tokens.is_undefined() || tokens.is_null());
         let initial = if has_initial_tokens {
-            let set = token_set(&tokens, 0.0)
-                .map_err(|_| invalid_option("tokens must be { accessToken, refreshToken?, expiresIn? }"))?;
+            let set = token_set(&tokens, 0.0).map_err(|d| invalid_option(&["tokens: ", &d]))?;
             broker.set_tokens(set, now())
         } else {
             Vec::new()
@@ -259,18 +309,20 @@ impl TokenBroker {
             source,
             on_session_expired,
             allowed_origins,
+            revoke,
             listeners: RefCell::new(Vec::new()),
             proactive: RefCell::new(None),
             deadline: RefCell::new(None),
             attempt: RefCell::new(None),
             wake_listener: RefCell::new(None),
             token_js: RefCell::new(None),
+            fast: Object::new(),
             tabs: tabs::Tabs::new(&name, cross_tab, store),
             has_initial_tokens,
         });
         install_wake_listener(&inner);
         tabs::listen(&inner);
-        apply(&inner, initial, &JsValue::UNDEFINED);
+        apply(&inner, initial);
         Ok(TokenBroker { inner })
     }
 
@@ -283,7 +335,7 @@ impl TokenBroker {
             Ok(b) => b,
             Err(e) => return Promise::reject(&e),
         };
-        future_to_promise(async move {
+        promise(async move {
             broker.restore().await;
             Ok(broker.into())
         })
@@ -292,7 +344,7 @@ impl TokenBroker {
     /// Resolves with a valid access token: at once when the current one is fresh; otherwise
     /// after the single refresh all callers share. Rejects with a `TokenBrokerError`
     /// (`NOT_AUTHENTICATED`, `SESSION_EXPIRED`, `REFRESH_FAILED`, `REFRESH_TIMEOUT`, `ABORTED`,
-    /// `LOGGED_OUT`, ...). `options.signal` aborts only this caller's wait.
+    /// `LOGGED_OUT`, `DISPOSED`, ...). `options.signal` aborts only this caller's wait.
     #[wasm_bindgen(js_name = getAccessToken, unchecked_return_type = "Promise<string>")]
     pub fn get_access_token(&self, options: JsValue) -> Promise {
         let signal = match aborted_or_signal(&options) {
@@ -301,20 +353,27 @@ impl TokenBroker {
         };
         // The channel is made only when the caller has to wait: the hot path allocates nothing.
         let mut rx = None;
-        let (get, fx) = self.inner.core.borrow_mut().get_token(now(), || waiter(&mut rx));
+        let t = now();
+        let (get, fx) = self.inner.core.borrow_mut().get_token(t, || waiter(&mut rx));
         self.settle(get, fx, rx, signal)
     }
 
     /// Call when the server answered 401 to a request sent with `token`. Resolves with the token
     /// to replay the request with: if `token` is older than the current one (a late 401), the
     /// current token, with no refresh; if it is the current one, the new token after a single
-    /// shared refresh. `options.signal` aborts only this caller's wait (`ABORTED`).
+    /// shared refresh. A token of an earlier session (before the last `logout()` or
+    /// `setTokens()`) rejects with `LOGGED_OUT`: that request must not be replayed.
+    /// `options.signal` aborts only this caller's wait (`ABORTED`).
     #[wasm_bindgen(js_name = tokenRejected, unchecked_return_type = "Promise<string>")]
-    pub fn token_rejected(&self, token: &str, options: JsValue) -> Promise {
+    pub fn token_rejected(&self, token: JsValue, options: JsValue) -> Promise {
+        let Some(token) = token.as_string() else {
+            return Promise::reject(&type_error(&["tokenRejected(token): token must be the string the request was sent with (got ", type_name(&token), ")"]));
+        };
         // Even an aborted caller's 401 is news: the core hears it before the abort applies.
-        let signal = get(&options, "signal").dyn_into::<AbortSignal>().ok();
+        let signal = own(&options, "signal").dyn_into::<AbortSignal>().ok();
         let mut rx = None;
-        let (get, fx) = self.inner.core.borrow_mut().token_rejected(token, now(), || waiter(&mut rx));
+        let t = now();
+        let (get, fx) = self.inner.core.borrow_mut().token_rejected(&token, t, || waiter(&mut rx));
         self.settle(get, fx, rx, signal)
     }
 
@@ -322,41 +381,77 @@ impl TokenBroker {
     /// challenge (or no header: CORS may hide it) and `error="invalid_token"`; no for
     /// `insufficient_scope` and other errors.
     #[wasm_bindgen(js_name = shouldRefreshOn401)]
-    pub fn should_refresh_on_401(&self, www_authenticate: Option<String>) -> bool {
-        core::refresh_on_401(www_authenticate.as_deref())
+    pub fn should_refresh_on_401(&self, www_authenticate: JsValue) -> Result<bool, JsValue> {
+        if www_authenticate.is_undefined() || www_authenticate.is_null() {
+            return Ok(core::refresh_on_401(None));
+        }
+        match www_authenticate.as_string() {
+            Some(h) => Ok(core::refresh_on_401(Some(&h))),
+            None => Err(type_error(&["shouldRefreshOn401(header): header must be a string or null (got ", type_name(&www_authenticate), ")"])),
+        }
     }
 
     /// Whether requests to `origin` (e.g. `https://api.example.com`) may carry the token: the
     /// page's own origin and those listed in `allowedOrigins`.
     #[wasm_bindgen(js_name = allowsOrigin)]
-    pub fn allows_origin(&self, origin: &str) -> bool {
-        self.inner.allowed_origins.iter().any(|o| o == origin)
+    pub fn allows_origin(&self, origin: JsValue) -> Result<bool, JsValue> {
+        match origin.as_string() {
+            Some(o) => Ok(self.inner.allowed_origins.contains(&o)),
+            None => Err(type_error(&["allowsOrigin(origin): origin must be a string (got ", type_name(&origin), ")"])),
+        }
+    }
+
+    /// The origins that may receive the token: the page's own and `allowedOrigins`.
+    #[wasm_bindgen(getter, js_name = allowedOrigins, unchecked_return_type = "string[]")]
+    pub fn allowed_origins(&self) -> js_sys::Array {
+        self.inner.allowed_origins.iter().map(|o| JsValue::from_str(o)).collect()
     }
 
     /// Adopts tokens from outside (e.g. after login). Starts a new session epoch: a refresh in
-    /// flight is discarded and its waiters get these tokens. Throws `INVALID_TOKEN_RESPONSE`
-    /// for a malformed token set.
+    /// flight is discarded, calls waiting for a token get these tokens, and 401s of requests sent
+    /// with an earlier session's token reject with `LOGGED_OUT`. Throws `INVALID_TOKEN_RESPONSE`
+    /// for a malformed token set (the message says which field), `DISPOSED` after `dispose()`.
     #[wasm_bindgen(js_name = setTokens)]
     pub fn set_tokens(&self, tokens: JsValue) -> Result<(), JsValue> {
+        if self.inner.core.borrow().is_disposed() {
+            return Err(js_error(BrokerError::Disposed, Some("setTokens after dispose()"), &JsValue::UNDEFINED));
+        }
         let offset = self.inner.core.borrow().server_offset_ms();
-        let set = token_set(&tokens, offset)
-            .map_err(|e| js_error(e, Some("expected { accessToken, refreshToken?, expiresIn? }"), &tokens))?;
-        let fx = self.inner.core.borrow_mut().set_tokens(set, now());
-        apply(&self.inner, fx, &JsValue::UNDEFINED);
+        let set = token_set(&tokens, offset).map_err(|d| js_error(BrokerError::InvalidTokenResponse, Some(&["setTokens: ", &d].concat()), &JsValue::UNDEFINED))?;
+        let t = now();
+        let fx = self.inner.core.borrow_mut().set_tokens(set, t);
+        apply(&self.inner, fx);
         Ok(())
     }
 
     /// Forgets the tokens. Waiting calls reject with `LOGGED_OUT`; a refresh in flight is
-    /// discarded and can never revive the session.
-    pub fn logout(&self) {
+    /// discarded and can never revive the session. With `revoke: { url }`, the refresh token is
+    /// then revoked at the server (RFC 7009); the returned Promise resolves when that is done or
+    /// has given up (after `refreshTimeoutMs`). It never rejects.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn logout(&self) -> Promise {
+        let refresh_token = self.inner.core.borrow().refresh_token().map(String::from);
         let fx = self.inner.core.borrow_mut().logout();
-        apply(&self.inner, fx, &JsValue::UNDEFINED);
+        apply(&self.inner, fx);
+        if self.inner.revoke.is_none() {
+            return Promise::resolve(&JsValue::UNDEFINED);
+        }
+        let inner = self.inner.clone();
+        promise(async move {
+            let timeout = inner.core.borrow().config().refresh_timeout_ms;
+            if let Some(endpoint) = &inner.revoke {
+                refresh::revoke(endpoint, refresh_token, timeout).await;
+            }
+            Ok(JsValue::UNDEFINED)
+        })
     }
 
-    /// Stops the broker: waiting calls reject with `DISPOSED`, timers stop, later calls reject.
+    /// Stops the broker: waiting calls reject with `DISPOSED`, timers stop, later calls reject
+    /// with `DISPOSED`. Call it when a Node script is done. Calling it twice is harmless.
     pub fn dispose(&self) {
         let fx = self.inner.core.borrow_mut().dispose();
-        apply(&self.inner, fx, &JsValue::UNDEFINED);
+        apply(&self.inner, fx);
+        self.inner.sync_fast();
         self.inner.tabs.close();
         if let Some(cb) = self.inner.wake_listener.borrow_mut().take() {
             for (target, event) in wake_targets() {
@@ -377,26 +472,48 @@ impl TokenBroker {
         self.inner.core.borrow().generation() as f64
     }
 
-    /// Listens to `'tokens'`, `'refreshstart'`, `'refreshend'`, `'expired'`, `'stale401'` or
-    /// `'logout'`. The listener gets `{ type, generation, reason?, ok?, code? }`.
-    #[wasm_bindgen(js_name = addEventListener)]
-    pub fn add_event_listener(&self, kind: String, listener: Function) {
-        let mut l = self.inner.listeners.borrow_mut();
-        if !l.iter().any(|(t, f)| *t == kind && *f == listener) {
-            l.push((kind, listener));
+    /// For the adapters: `{ t, w, m }`, the current token while `Date.now() < w` and
+    /// `performance.now() < m`, so a request skips the call into the module. Updated by the
+    /// broker after every change; `t` is `undefined` whenever a call must go through
+    /// `getAccessToken`. Read-only by contract.
+    #[wasm_bindgen(getter, js_name = fastPath, unchecked_return_type = "{ readonly t?: string; readonly w: number; readonly m: number }")]
+    pub fn fast_path(&self) -> Object {
+        self.inner.fast.clone()
+    }
+
+    /// Listens to `'tokens'`, `'refreshstart'`, `'refreshend'`, `'expired'`, `'stale401'`,
+    /// `'logout'` or `'storageerror'`. The listener gets `{ type, generation, reason?, ok?,
+    /// code? }`, never a token. Returns a function that removes the listener.
+    #[wasm_bindgen(js_name = addEventListener, unchecked_return_type = "() => void")]
+    pub fn add_event_listener(&self, kind: JsValue, listener: JsValue) -> Result<JsValue, JsValue> {
+        let (Some(kind), Ok(listener)) = (kind.as_string(), listener.clone().dyn_into::<Function>()) else {
+            return Err(type_error(&["addEventListener(type, listener): type must be a string and listener a function (got ", type_name(&listener), ")"]));
+        };
+        {
+            let mut l = self.inner.listeners.borrow_mut();
+            if !l.iter().any(|(t, f)| *t == kind && *f == listener) {
+                l.push((kind.clone(), listener.clone()));
+            }
         }
+        let weak = Rc::downgrade(&self.inner);
+        Ok(Closure::<dyn FnMut()>::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.listeners.borrow_mut().retain(|(t, f)| !(*t == kind && *f == listener));
+            }
+        })
+        .into_js_value())
     }
 
     /// Removes a listener added with `addEventListener`.
     #[wasm_bindgen(js_name = removeEventListener)]
-    pub fn remove_event_listener(&self, kind: String, listener: Function) {
-        self.inner.listeners.borrow_mut().retain(|(t, f)| !(*t == kind && *f == listener));
+    pub fn remove_event_listener(&self, kind: JsValue, listener: JsValue) {
+        self.inner.listeners.borrow_mut().retain(|(t, f)| !(JsValue::from_str(t) == kind && JsValue::from(f.clone()) == listener));
     }
 }
 
 /// The caller's `signal`, or a rejected Promise when it already fired.
 fn aborted_or_signal(options: &JsValue) -> Result<Option<AbortSignal>, Promise> {
-    let signal = get(options, "signal").dyn_into::<AbortSignal>().ok();
+    let signal = own(options, "signal").dyn_into::<AbortSignal>().ok();
     match &signal {
         Some(s) if s.aborted() => Err(Promise::reject(&js_error(BrokerError::Aborted, None, &s.reason()))),
         _ => Ok(signal),
@@ -416,24 +533,26 @@ impl TokenBroker {
             // An async storage adapter that never answers must not hang createTokenBroker:
             // give it the refresh timeout, then start without stored tokens (and report it).
             let (give_up, mut gave_up) = oneshot::channel::<()>();
+            let mut give_up = Some(give_up);
             let limit = inner.core.borrow().config().refresh_timeout_ms;
-            let _timer = Timeout::new(limit as u32, move || drop(give_up));
+            let _timer = Timer::new(limit, move || drop(give_up.take()));
             let loaded = refresh::until_cancelled(inner.tabs.load(), &mut gave_up).await.unwrap_or(Err(()));
             match loaded {
                 Ok(Some(shared)) => {
-                    let fx = inner.core.borrow_mut().adopt_shared(shared, now());
-                    apply(inner, fx, &JsValue::UNDEFINED);
+                    let t = now();
+                    let fx = inner.core.borrow_mut().adopt_shared(shared, t);
+                    apply(inner, fx);
                 }
                 Ok(None) => {}
                 // Garbage in storage (removed) or no answer: reported once listeners can be attached.
                 Err(()) => {
                     let weak = Rc::downgrade(inner);
-                    Timeout::new(0, move || {
+                    spawn(async move {
+                        TimeoutFuture::new(0).await;
                         if let Some(inner) = weak.upgrade() {
                             inner.emit_kind("storageerror");
                         }
-                    })
-                    .forget();
+                    });
                 }
             }
         }
@@ -450,9 +569,13 @@ impl TokenBroker {
     }
 
     fn settle(&self, get: Get, fx: Vec<Effect<Waiter>>, rx: Option<oneshot::Receiver<Settled>>, signal: Option<AbortSignal>) -> Promise {
-        apply(&self.inner, fx, &JsValue::UNDEFINED);
+        apply(&self.inner, fx);
         match get {
-            Get::Ready(token) => Promise::resolve(&self.token_value(token)),
+            Get::Ready(mut token) => {
+                let v = self.inner.token_value(&token);
+                core::wipe(&mut token);
+                Promise::resolve(&v)
+            }
             Get::Fail(e) => Promise::reject(&js_error(e, None, &JsValue::UNDEFINED)),
             Get::Wait(id) if signal.as_ref().is_some_and(AbortSignal::aborted) => {
                 drop(self.inner.core.borrow_mut().abort_waiter(id));
@@ -475,7 +598,7 @@ impl TokenBroker {
                     let _ = s.add_event_listener_with_callback("abort", cb.as_ref().unchecked_ref());
                     (s, cb)
                 });
-                future_to_promise(async move {
+                promise(async move {
                     // `Wait` always comes with the receiver made for it; `None` reads as a closed channel.
                     let result = match rx {
                         Some(rx) => rx.await,
@@ -487,20 +610,6 @@ impl TokenBroker {
                     // A dropped sender means the broker itself is gone.
                     result.unwrap_or_else(|_| Err(js_error(BrokerError::Disposed, None, &JsValue::UNDEFINED)))
                 })
-            }
-        }
-    }
-
-    /// The token as a JS string, encoded once per token rather than once per call. Keyed by the
-    /// token itself: a set adopted from another tab may reuse a generation number.
-    fn token_value(&self, token: String) -> JsValue {
-        let mut cache = self.inner.token_js.borrow_mut();
-        match &*cache {
-            Some((t, v)) if *t == token => v.clone(),
-            _ => {
-                let v = JsValue::from_str(&token);
-                *cache = Some((token, v.clone()));
-                v
             }
         }
     }

@@ -8,33 +8,48 @@ use std::rc::Rc;
 use std::task::Poll;
 
 use futures_channel::oneshot;
-use gloo_timers::callback::Timeout;
 use gloo_timers::future::TimeoutFuture;
 use js_sys::{Function, Object, Promise};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::{future_to_promise, JsFuture};
-use web_sys::{AbortController, AbortSignal, Headers, Request, RequestCache, RequestCredentials, RequestInit, Response};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    AbortController, AbortSignal, Headers, Request, RequestCache, RequestCredentials, RequestInit, RequestRedirect, Response,
+};
 
-use super::js::{encode_uri_component, get, global_fetch, now, seconds, set, token_set};
-use super::options::RefreshSource;
-use super::{apply, Inner};
+use super::js::{encode_uri_component, get, global_fetch, now, promise, seconds, set, token_set, Timer};
+use super::options::{Endpoint, RefreshSource};
+use super::{apply_with, Inner};
 use crate::core::{self, Failure};
 
 /// Classifies a rejection of the user's refresh function from the error itself (axios and
-/// fetch conventions: `status` / `response.status`, `error` / `response.data.error`).
-fn classify_js_error(err: &JsValue) -> Failure {
+/// fetch conventions: `status` / `response.status`, `error` / `response.data.error`), and makes
+/// the `cause` waiters see: the facts, not the error object, whose `config.data` (axios) holds
+/// the refresh token the function just sent.
+fn classify_js_error(err: &JsValue) -> (Failure, JsValue) {
     let response = get(err, "response");
-    let code = if get(err, "name").as_string().as_deref() == Some("TokenBrokerError") {
-        get(err, "code").as_string()
-    } else {
-        None
-    };
+    let name = get(err, "name").as_string();
+    let code = get(err, "code").as_string();
+    if name.as_deref() == Some("TokenBrokerError") {
+        if let Some(e) = code.as_deref().and_then(core::BrokerError::from_code) {
+            return (Failure::Coded(e), err.clone());
+        }
+    }
     let status = get(err, "status").as_f64().or_else(|| get(&response, "status").as_f64());
     let oauth = get(err, "error").as_string().or_else(|| get(&get(&response, "data"), "error").as_string());
     let headers = get(&response, "headers");
     let retry_after = seconds(&get(err, "retryAfter")).or_else(|| seconds(&get(&headers, "retry-after")));
-    core::classify_failure(status, oauth.as_deref(), code.as_deref(), retry_after)
+    let failure = core::classify_failure(status, oauth.as_deref(), None, retry_after);
+    // An Error with the original's name, message, status, OAuth error and code, and nothing else.
+    let message = if err.is_object() { get(err, "message").as_string() } else { err.as_string() };
+    let cause = js_sys::Error::new(&message.unwrap_or_default());
+    cause.set_name(name.as_deref().filter(|n| !n.is_empty()).unwrap_or("Error"));
+    for (k, v) in [("status", status.map(JsValue::from_f64)), ("error", oauth.map(|o| JsValue::from_str(&o))), ("code", code.map(|c| JsValue::from_str(&c)))] {
+        if let Some(v) = v {
+            set(&cause, k, &v);
+        }
+    }
+    (failure, cause.into())
 }
 
 /// Resolves to `None` when `cancel` fires first (its sender dropped), so a refresh function
@@ -81,7 +96,7 @@ pub(super) async fn run_attempt(inner: Rc<Inner>, flight: u64, attempt: u32, ref
         let (inner2, args2) = (inner.clone(), args.clone());
         let callback = Closure::once_into_js(move |_lock: JsValue| -> Promise {
             let taken = args2.borrow_mut().take();
-            future_to_promise(async move {
+            promise(async move {
                 if let Some(a) = taken {
                     attempt_body(inner2, flight, attempt, a, true).await;
                 }
@@ -92,7 +107,7 @@ pub(super) async fn run_attempt(inner: Rc<Inner>, flight: u64, attempt: u32, ref
     });
     if let (Some(promise), Some(lw)) = (locked, lock_wait) {
         let wait_ms = inner.core.borrow().config().refresh_timeout_ms / 2.0;
-        let timer = Timeout::new(wait_ms as u32, move || lw.abort());
+        let timer = Timer::new(wait_ms, move || lw.abort());
         let _ = JsFuture::from(promise).await;
         drop(timer);
     }
@@ -112,8 +127,9 @@ async fn attempt_body(inner: Rc<Inner>, flight: u64, attempt: u32, args: Attempt
         TimeoutFuture::new(0).await;
         let stored = inner.tabs.reread_shared_store();
         if let Some(s) = stored {
-            let fx = inner.core.borrow_mut().adopt_shared(s, now());
-            apply(&inner, fx, &JsValue::UNDEFINED);
+            let t = now();
+            let fx = inner.core.borrow_mut().adopt_shared(s, t);
+            super::apply(&inner, fx);
         }
         if !current(&inner) {
             return;
@@ -135,27 +151,30 @@ async fn attempt_body(inner: Rc<Inner>, flight: u64, attempt: u32, args: Attempt
     let work = async {
         match &inner.source {
             RefreshSource::Function(f) => call_refresh_function(f, refresh_token.as_deref(), &signal, offset).await,
-            RefreshSource::Endpoint { url, form, credentials, headers } => {
-                post_refresh(&inner, url, *form, *credentials, headers, refresh_token.as_deref(), &signal).await
+            RefreshSource::Endpoint { endpoint, form, headers } => {
+                post_refresh(&inner, endpoint, *form, headers, refresh_token.as_deref(), &signal).await
             }
         }
     };
-    let Some((outcome, cause)) = until_cancelled(work, &mut cancel_rx).await else { return };
+    let Some((outcome, cause, detail)) = until_cancelled(work, &mut cancel_rx).await else { return };
     // Still ours? Then the attempt is over: nothing left to abort.
     if current(&inner) {
         drop(inner.attempt.borrow_mut().take());
     }
     // Adopted, stored and broadcast before the lock is released (we are still inside it).
-    let fx = inner.core.borrow_mut().attempt_finished(flight, attempt, outcome, now());
-    apply(&inner, fx, &cause);
+    let t = now();
+    let fx = inner.core.borrow_mut().attempt_finished(flight, attempt, outcome, t);
+    apply_with(&inner, fx, &cause, detail.as_deref());
 }
 
-type Outcome = (Result<core::TokenSet, Failure>, JsValue);
+/// What an attempt ended with, the `cause` for waiters, and for a malformed answer what was wrong.
+type Outcome = (Result<core::TokenSet, Failure>, JsValue, Option<String>);
 
 fn parsed(v: &JsValue, offset: f64) -> Outcome {
     match token_set(v, offset) {
-        Ok(set) => (Ok(set), JsValue::UNDEFINED),
-        Err(_) => (Err(Failure::Malformed), v.clone()),
+        Ok(set) => (Ok(set), JsValue::UNDEFINED, None),
+        // Never the answer itself as the cause: it may hold a fresh refresh token.
+        Err(detail) => (Err(Failure::Malformed), JsValue::UNDEFINED, Some(detail)),
     }
 }
 
@@ -169,7 +188,10 @@ async fn call_refresh_function(f: &Function, refresh_token: Option<&str>, signal
     };
     match result {
         Ok(v) => parsed(&v, offset),
-        Err(e) => (Err(classify_js_error(&e)), e),
+        Err(e) => {
+            let (failure, cause) = classify_js_error(&e);
+            (Err(failure), cause, None)
+        }
     }
 }
 
@@ -177,14 +199,13 @@ async fn call_refresh_function(f: &Function, refresh_token: Option<&str>, signal
 /// token never passes through app code.
 async fn post_refresh(
     inner: &Inner,
-    url: &str,
+    endpoint: &Endpoint,
     form: bool,
-    credentials: RequestCredentials,
     extra_headers: &[(String, String)],
     refresh_token: Option<&str>,
     signal: &AbortSignal,
 ) -> Outcome {
-    let failed = |e: JsValue| (Err(Failure::Transient { retry_after_s: None }), e);
+    let failed = |e: JsValue| (Err(Failure::Transient { retry_after_s: None }), e, None);
     let Ok(headers) = Headers::new() else { return failed(JsValue::UNDEFINED) };
     let body = if form {
         let _ = headers.set("Content-Type", "application/x-www-form-urlencoded");
@@ -207,19 +228,8 @@ async fn post_refresh(
     for (k, v) in extra_headers {
         let _ = headers.set(k, v);
     }
-    let init = RequestInit::new();
-    init.set_method("POST");
-    init.set_headers(&headers);
-    init.set_body(&body);
-    init.set_credentials(credentials);
-    init.set_cache(RequestCache::NoStore);
-    init.set_signal(Some(signal));
-    let request = match Request::new_with_str_and_init(url, &init) {
+    let response = match post(endpoint, &headers, &body, signal).await {
         Ok(r) => r,
-        Err(e) => return (Err(Failure::Permanent), e),
-    };
-    let response: Response = match JsFuture::from(global_fetch(&request)).await {
-        Ok(r) => r.unchecked_into(),
         Err(e) => return failed(e),
     };
     let status = response.status();
@@ -227,7 +237,8 @@ async fn post_refresh(
     if let Ok(Some(date)) = h.get("date") {
         let server = js_sys::Date::parse(&date);
         if server.is_finite() {
-            inner.core.borrow_mut().set_server_offset_ms(server - js_sys::Date::now());
+            let client = now().wall_ms;
+            inner.core.borrow_mut().set_server_offset_ms(server - client);
         }
     }
     let retry_after = h.get("retry-after").ok().flatten().and_then(|s| core::parse_seconds(&s));
@@ -238,11 +249,55 @@ async fn post_refresh(
     let offset = inner.core.borrow().server_offset_ms();
     match json {
         Some(v) if (200..300).contains(&status) => parsed(&v, offset),
-        _ if (200..300).contains(&status) => (Err(Failure::Malformed), response.into()),
+        _ if (200..300).contains(&status) => (Err(Failure::Malformed), response.into(), Some("the body is not JSON".into())),
         body => {
-            let oauth = body.as_ref().and_then(|b| get(b, "error").as_string());
+            let oauth = body.as_ref().and_then(|b| super::js::own(b, "error").as_string());
             let failure = core::classify_failure(Some(f64::from(status)), oauth.as_deref(), None, retry_after);
-            (Err(failure), response.into())
+            (Err(failure), response.into(), None)
         }
     }
+}
+
+/// A POST that never follows a redirect: a 307/308 would re-send the body, refresh token and
+/// all, to wherever it points.
+async fn post(endpoint: &Endpoint, headers: &Headers, body: &JsValue, signal: &AbortSignal) -> Result<Response, JsValue> {
+    let init = RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(headers);
+    init.set_body(body);
+    init.set_credentials(endpoint.credentials);
+    init.set_cache(RequestCache::NoStore);
+    init.set_redirect(RequestRedirect::Error);
+    init.set_signal(Some(signal));
+    let request = Request::new_with_str_and_init(&endpoint.url, &init)?;
+    Ok(JsFuture::from(global_fetch(&request)).await?.unchecked_into())
+}
+
+/// Revokes a refresh token (RFC 7009) after a logout: best effort, bounded by `timeout_ms`;
+/// its outcome changes nothing locally (the session is already over).
+pub(super) async fn revoke(endpoint: &Endpoint, refresh_token: Option<String>, timeout_ms: f64) {
+    let cookie = endpoint.credentials == RequestCredentials::Include;
+    if refresh_token.is_none() && !cookie {
+        return;
+    }
+    let Ok(headers) = Headers::new() else { return };
+    let _ = headers.set("Content-Type", "application/x-www-form-urlencoded");
+    let mut b = String::new();
+    if let Some(mut rt) = refresh_token {
+        b.push_str("token=");
+        b.push_str(&encode_uri_component(&rt));
+        b.push('&');
+        core::wipe(&mut rt);
+    }
+    b.push_str("token_type_hint=refresh_token");
+    let Ok(ctrl) = AbortController::new() else { return };
+    let abort = ctrl.clone();
+    let _timer = Timer::new(timeout_ms, move || abort.abort());
+    if let Ok(r) = post(endpoint, &headers, &JsValue::from_str(&b), &ctrl.signal()).await {
+        // Read the body so the connection is free; its content does not matter.
+        if let Ok(p) = r.text() {
+            let _ = JsFuture::from(p).await;
+        }
+    }
+    core::wipe(&mut b);
 }

@@ -11,11 +11,14 @@ use js_sys::{Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{BroadcastChannel, MessageEvent};
+use web_sys::BroadcastChannel;
 
-use super::js::{field, get, now, set};
+use super::js::{field, get, now, own, set};
 use super::{apply, Inner};
-use crate::core::{parse_shared, Shared};
+use crate::core::{parse_count, parse_shared, Shared};
+
+/// A tab answers a sibling's hello at most this often: a flood of forged hellos costs it nothing.
+const HELLO_ANSWER_INTERVAL_MS: f64 = 100.0;
 
 /// Where token sets persist.
 pub(super) struct Store {
@@ -48,11 +51,12 @@ impl Store {
             Some("memory") => Ok(None),
             Some("session") => Ok(web("sessionStorage", false)),
             Some("local") => Ok(web("localStorage", true)),
-            Some(_) => Err("storage must be 'memory', 'session', 'local' or { get, set, remove }"),
+            Some(_) => Err("storage must be 'memory', 'session', 'local' or an adapter { get, set, remove }"),
             None => {
-                let ok = ["get", "set", "remove"].iter().all(|m| get(v, m).is_function());
+                // An adapter may be a class instance: its methods live on the prototype.
+                let ok = v.is_object() && ["get", "set", "remove"].iter().all(|m| get(v, m).is_function());
                 if !ok {
-                    return Err("storage must be 'memory', 'session', 'local' or { get, set, remove }");
+                    return Err("storage must be 'memory', 'session', 'local' or an adapter { get, set, remove }");
                 }
                 Ok(Some(Store {
                     target: v.clone(),
@@ -89,7 +93,7 @@ impl Store {
 pub(super) struct Tabs {
     key: String,
     channel: Option<BroadcastChannel>,
-    on_message: RefCell<Option<Closure<dyn FnMut(MessageEvent)>>>,
+    on_message: RefCell<Option<Closure<dyn FnMut(JsValue)>>>,
     /// `navigator.locks`, when the page has it (secure contexts only).
     locks: Option<JsValue>,
     pub(super) store: Option<Store>,
@@ -97,6 +101,8 @@ pub(super) struct Tabs {
     peer_refreshing: Cell<Option<(u64, u64)>>,
     /// Fired when a sibling's token set was adopted (a new tab waiting for its hello answer).
     pub(super) adopted: RefCell<Option<futures_channel::oneshot::Sender<()>>>,
+    /// When this tab last answered a hello (monotonic ms).
+    hello_answered: Cell<f64>,
 }
 
 /// A token set as stored and broadcast: `{ g, e, a, r?, x? }` (see `read_shared`).
@@ -126,7 +132,12 @@ pub(super) fn read_shared(v: &JsValue) -> Option<Shared> {
     if !v.is_object() {
         return None;
     }
-    parse_shared(field(get(v, "g")), field(get(v, "e")), field(get(v, "a")), field(get(v, "r")), field(get(v, "x")))
+    parse_shared(field(own(v, "g")), field(own(v, "e")), field(own(v, "a")), field(own(v, "r")), field(own(v, "x")))
+}
+
+/// A generation or epoch from a message: whole, 0..=2^53, else `None` (the message is dropped).
+fn count(v: &JsValue, key: &str) -> Option<u64> {
+    parse_count(&field(own(v, key)))
 }
 
 impl Tabs {
@@ -147,6 +158,7 @@ impl Tabs {
             store,
             peer_refreshing: Cell::new(None),
             adopted: RefCell::new(None),
+            hello_answered: Cell::new(f64::NEG_INFINITY),
         }
     }
 
@@ -272,35 +284,52 @@ impl Tabs {
 pub(super) fn listen(inner: &Rc<Inner>) {
     let Some(channel) = &inner.tabs.channel else { return };
     let weak = Rc::downgrade(inner);
-    let cb = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+    // FnMut(JsValue), the type the storage's `ignore` closure has: one closure glue, not two.
+    let cb = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
         let Some(inner) = weak.upgrade() else { return };
-        let data = ev.data();
-        let num = |k| get(&data, k).as_f64().filter(|n| n.is_finite() && *n >= 0.0).map(|n| n as u64);
-        match get(&data, "t").as_string().as_deref() {
+        let data = get(&ev, "data");
+        match own(&data, "t").as_string().as_deref() {
             Some("tokens") => {
+                // Cheap check first: an old or forged set is dropped before its strings are read.
+                let (Some(e), Some(g)) = (count(&data, "e"), count(&data, "g")) else { return };
+                let newer = {
+                    let c = inner.core.borrow();
+                    e > c.epoch() || (e == c.epoch() && g > c.generation())
+                };
+                if !newer {
+                    return;
+                }
                 let Some(s) = read_shared(&data) else { return };
-                let fx = inner.core.borrow_mut().adopt_shared(s, now());
+                let t = now();
+                let fx = inner.core.borrow_mut().adopt_shared(s, t);
                 if !fx.is_empty() {
                     if let Some(tx) = inner.tabs.adopted.borrow_mut().take() {
                         let _ = tx.send(());
                     }
                 }
-                apply(&inner, fx, &JsValue::UNDEFINED);
+                apply(&inner, fx);
             }
             Some("end") => {
-                let (Some(e), Some(g)) = (num("e"), num("g")) else { return };
-                let logout = get(&data, "l").as_bool().unwrap_or(false);
+                let (Some(e), Some(g)) = (count(&data, "e"), count(&data, "g")) else { return };
+                let logout = own(&data, "l").as_bool().unwrap_or(false);
                 let fx = inner.core.borrow_mut().end_shared(e, g, logout);
-                apply(&inner, fx, &JsValue::UNDEFINED);
+                apply(&inner, fx);
             }
-            Some("hello") => {
-                let current = inner.core.borrow().shared(now());
+            // Only a tab whose tokens already sit in shared storage answers (with 'memory' the
+            // refresh token stays in this tab), and at most once per interval.
+            Some("hello") if inner.tabs.store.is_some() => {
+                let t = now();
+                if t.mono_ms - inner.tabs.hello_answered.get() < HELLO_ANSWER_INTERVAL_MS {
+                    return;
+                }
+                inner.tabs.hello_answered.set(t.mono_ms);
+                let current = inner.core.borrow().shared(t);
                 if let Some(s) = current {
                     inner.tabs.post(&tokens_message(&s));
                 }
             }
             Some("refreshing") => {
-                if let (Some(e), Some(g)) = (num("e"), num("g")) {
+                if let (Some(e), Some(g)) = (count(&data, "e"), count(&data, "g")) {
                     inner.tabs.peer_refreshing.set(Some((e, g)));
                 }
             }

@@ -23,7 +23,9 @@ beforeEach(async () => {
 
 /**
  * Opens a tab of the app and creates its broker (window.b) with `options` (name 'xt', crossTab
- * on, the built-in refresh). `init` runs before any page script (e.g. to seed storage).
+ * on, sessionStorage, the built-in refresh). `init` runs before any page script (e.g. to seed
+ * storage). A new tab's sessionStorage is empty: it asks its siblings (a 'memory' tab never
+ * answers that question, see hostile.test.mjs).
  * `login: true` logs in first and passes the tokens.
  */
 async function openTab({ login = false, options = {}, init } = {}) {
@@ -36,7 +38,8 @@ async function openTab({ login = false, options = {}, init } = {}) {
     const tokens = login ? await tb.login() : undefined;
     window.events = [];
     window.b = await tb.createTokenBroker({
-      name: 'xt', crossTab: true, refresh: { url: '/auth/refresh-token' }, tokens, leewaySeconds: 0, ...options,
+      name: 'xt', crossTab: true, storage: 'session', refresh: { url: '/auth/refresh-token' }, tokens, leewaySeconds: 0,
+      ...options,
     });
     for (const type of ['tokens', 'refreshstart', 'refreshend', 'expired', 'logout', 'storageerror']) {
       window.b.addEventListener(type, (ev) => window.events.push(ev.type + (ev.code ? ':' + ev.code : '')));
@@ -136,7 +139,7 @@ test('a late-opened tab and a duplicated tab never present a stale refresh token
     options: { storage: 'session' },
     init: { fn: ([k, v]) => { if (!sessionStorage.getItem(k)) sessionStorage.setItem(k, v); }, arg: [key, stale] },
   });
-  const late = await openTab(); // memory storage: asks the others
+  const late = await openTab(); // empty sessionStorage: asks the others
   const before = await h.stats();
   await sleep(EXPIRED); // every tab's token expired
   const results = await Promise.all([dup, late, a].map((t) => fire(t, 4)));

@@ -103,8 +103,12 @@ test('fetch: ReadableStream body with a 401 → not replayed; the caller gets th
     // Chromium sends streamed request bodies over HTTP/2 or QUIC only (HTTP/1.1 → "Failed to fetch"),
     // and the reference server speaks HTTP/1.1: this transport buffers the stream, the way a real
     // HTTP/2 upload would deliver it. What is under test is the adapter, which sees a ReadableStream body.
-    const h1 = async (req) => fetch(req.url, { method: req.method, headers: req.headers, signal: req.signal,
-      body: req.body ? await req.arrayBuffer() : undefined });
+    // A custom fetch receives (input, init), as window.fetch does.
+    const h1 = async (input, init) => {
+      const req = new Request(input, init);
+      return fetch(req.url, { method: req.method, headers: req.headers, signal: req.signal,
+        body: req.body ? await req.arrayBuffer() : undefined });
+    };
     const streamingFetch = tb.createAuthFetch(window.t.broker, { fetch: h1 });
     const bytes = new TextEncoder().encode(JSON.stringify(order));
     const body = new ReadableStream({ start(c) { c.enqueue(bytes); c.close(); } });
