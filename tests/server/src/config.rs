@@ -15,6 +15,10 @@ USAGE: token-server [OPTIONS]
   --family-lifetime SECONDS   absolute refresh-token family lifetime (default 2592000 = 30 days)
   --idle-timeout SECONDS      refresh-token family idle timeout (default: none)
   --cors-origin ORIGIN        allowed CORS origin, repeatable; '*' reflects any origin (default '*')
+  --header-timeout-ms MS      close a connection whose request head is not complete within MS,
+                              and an idle keep-alive connection after MS (default 10000; 0 = off)
+  --body-timeout-ms MS        answer 408 and close when a request body is not complete within MS
+                              of its head (default 10000; 0 = off)
   --no-expose-www-authenticate  leave WWW-Authenticate out of Access-Control-Expose-Headers
   --test-controls             enable the /__control/... API
   --static DIR                serve DIR at / (index.html fallback)
@@ -54,6 +58,11 @@ pub struct Config {
     pub expose_www_authenticate: bool,
     pub test_controls: bool,
     pub static_dir: Option<PathBuf>,
+    /// Milliseconds; 0 = off. Also the keep-alive idle limit (hyper arms the same timer while
+    /// it waits for the next request head).
+    pub header_timeout_ms: u64,
+    /// Milliseconds from the request head to the end of its body; 0 = off.
+    pub body_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -70,6 +79,8 @@ impl Default for Config {
             expose_www_authenticate: true,
             test_controls: false,
             static_dir: None,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
         }
     }
 }
@@ -151,6 +162,14 @@ impl Config {
                     cfg.idle_timeout = if v > 0.0 { Some(v) } else { None };
                 }
                 "--cors-origin" => origins.push(value("--cors-origin")?.trim().to_string()),
+                "--header-timeout-ms" => {
+                    cfg.header_timeout_ms =
+                        parse_ms("--header-timeout-ms", &value("--header-timeout-ms")?)?
+                }
+                "--body-timeout-ms" => {
+                    cfg.body_timeout_ms =
+                        parse_ms("--body-timeout-ms", &value("--body-timeout-ms")?)?
+                }
                 "--no-expose-www-authenticate" => cfg.expose_www_authenticate = false,
                 "--test-controls" => cfg.test_controls = true,
                 "--static" => cfg.static_dir = Some(PathBuf::from(value("--static")?)),
@@ -162,6 +181,22 @@ impl Config {
         }
         Ok(Command::Run(cfg))
     }
+}
+
+/// A day is far beyond any sensible request timeout, and keeps `Duration` arithmetic trivial.
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
+
+fn parse_ms(what: &str, raw: &str) -> Result<u64, String> {
+    let v: u64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("{what}: '{raw}' is not a whole number of milliseconds"))?;
+    if v > MAX_TIMEOUT_MS {
+        return Err(format!(
+            "{what}: {v} ms is too large (at most {MAX_TIMEOUT_MS})"
+        ));
+    }
+    Ok(v)
 }
 
 fn parse_port(what: &str, raw: &str) -> Result<u16, String> {

@@ -95,10 +95,11 @@ pub async fn start(cfg: Config) -> std::io::Result<Server> {
     let foreign = TcpListener::bind(("127.0.0.1", cfg.foreign_port)).await?;
     let addr = main.local_addr()?;
     let foreign_addr = foreign.local_addr()?;
+    let limits = web::ConnLimits::from_ms(cfg.header_timeout_ms, cfg.body_timeout_ms);
     let app = Arc::new(app::App::new(cfg)?);
     let tasks = vec![
-        tokio::spawn(web::serve(main, main_router(app.clone()))),
-        tokio::spawn(web::serve(foreign, foreign_router(app.clone()))),
+        tokio::spawn(web::serve(main, main_router(app.clone()), limits)),
+        tokio::spawn(web::serve(foreign, foreign_router(app.clone()), limits)),
     ];
     Ok(Server {
         addr,

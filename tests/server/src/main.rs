@@ -41,12 +41,14 @@ fn main() -> ExitCode {
         drop(out);
         let c = server.config();
         eprintln!(
-            "token-server: {} (foreign {}), access_ttl={}s grace={}s test_controls={}{}",
+            "token-server: {} (foreign {}), access_ttl={}s grace={}s test_controls={} header_timeout={}ms body_timeout={}ms{}",
             server.url(),
             server.foreign_url(),
             c.access_ttl,
             c.grace,
             c.test_controls,
+            c.header_timeout_ms,
+            c.body_timeout_ms,
             c.static_dir
                 .as_ref()
                 .map(|d| format!(" static={}", d.display()))

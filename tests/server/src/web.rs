@@ -3,8 +3,11 @@
 //! "foreign origin" listener.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::path::{Component, Path};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -15,7 +18,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
+use hyper::body::{Bytes, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
@@ -45,10 +49,89 @@ impl std::fmt::Display for DroppedOnPurpose {
 
 impl std::error::Error for DroppedOnPurpose {}
 
+/// Per-connection limits against slow or idle clients (see `Config`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnLimits {
+    pub header_timeout: Option<Duration>,
+    pub body_timeout: Option<Duration>,
+}
+
+impl ConnLimits {
+    pub fn from_ms(header_ms: u64, body_ms: u64) -> ConnLimits {
+        let d = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
+        ConnLimits {
+            header_timeout: d(header_ms),
+            body_timeout: d(body_ms),
+        }
+    }
+}
+
+/// The error a request body yields once its deadline has passed; `read_body` turns it into 408.
+#[derive(Debug)]
+pub struct BodyTimedOut;
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body not received in time")
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+/// A request body with an absolute deadline. It bounds the whole body rather than the gap
+/// between chunks, because a client trickling one byte just inside any per-chunk limit would
+/// otherwise hold its connection (and a handler) forever.
+struct DeadlineBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match this.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn wrap_body(body: Incoming, limit: Option<Duration>) -> Body {
+    match limit {
+        Some(d) if !hyper::body::Body::is_end_stream(&body) => Body::new(DeadlineBody {
+            inner: body,
+            deadline: Box::pin(tokio::time::sleep(d)),
+        }),
+        _ => Body::new(body),
+    }
+}
+
 /// Serves HTTP/1.1 on `listener` until the task is aborted. hyper closes a connection
 /// without writing anything when the service returns an error, which is exactly the "lost
 /// response" fault; axum's own `serve` cannot do that because its service is infallible.
-pub async fn serve(listener: TcpListener, router: Router) {
+pub async fn serve(listener: TcpListener, router: Router, limits: ConnLimits) {
+    let keep_alive = limits
+        .header_timeout
+        .map(|d| d.as_secs())
+        .filter(|s| *s >= 1)
+        .and_then(|s| HeaderValue::from_str(&format!("timeout={s}")).ok());
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -60,23 +143,37 @@ pub async fn serve(listener: TcpListener, router: Router) {
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let keep_alive = keep_alive.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let mut router = router.clone();
+                let keep_alive = keep_alive.clone();
                 async move {
-                    let resp = match tower::Service::call(&mut router, req.map(Body::new)).await {
+                    let req = req.map(|b| wrap_body(b, limits.body_timeout));
+                    let mut resp = match tower::Service::call(&mut router, req).await {
                         Ok(r) => r,
                         Err(never) => match never {},
                     };
                     if resp.extensions().get::<DropConnection>().is_some() {
                         return Err(DroppedOnPurpose);
                     }
+                    // Tells clients that honour it (undici, curl) when the server will close an
+                    // idle connection, so they do not race the close with a new request.
+                    if let Some(v) = keep_alive {
+                        resp.headers_mut()
+                            .insert(HeaderName::from_static("keep-alive"), v);
+                    }
                     Ok::<_, DroppedOnPurpose>(resp)
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            // hyper arms this timer whenever it waits for a request head: on a new connection,
+            // mid-head, and idle between keep-alive requests. So it bounds slowloris heads and
+            // idle connections alike; on expiry it closes without writing anything.
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }
@@ -123,6 +220,7 @@ pub fn dropped(info: LogInfo) -> Response {
 #[derive(Debug)]
 pub enum BodyError {
     TooLarge,
+    TimedOut,
     Unreadable,
     UnsupportedType(String),
     BadJson(String),
@@ -137,6 +235,17 @@ impl BodyError {
                 "invalid_request",
                 "request body larger than 65536 bytes",
             ),
+            BodyError::TimedOut => {
+                let mut r = error_json(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request",
+                    "request body not received in time",
+                );
+                // The rest of the body may still arrive; the connection cannot be reused.
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r
+            }
             BodyError::Unreadable => error_json(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
@@ -175,7 +284,13 @@ pub async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Vec<u8>, B
     let mut total = 0usize;
     let mut too_large = declared.is_some_and(|n| n > BODY_LIMIT as u64);
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| BodyError::Unreadable)?;
+        let frame = frame.map_err(|e| {
+            if caused_by_timeout(&e) {
+                BodyError::TimedOut
+            } else {
+                BodyError::Unreadable
+            }
+        })?;
         if let Ok(data) = frame.into_data() {
             total = total.saturating_add(data.len());
             if total > BODY_LIMIT {
@@ -194,6 +309,19 @@ pub async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Vec<u8>, B
     } else {
         Ok(buf)
     }
+}
+
+fn caused_by_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    // Bounded: error chains are finite, and this one is two or three links deep.
+    for _ in 0..16 {
+        match cur {
+            Some(err) if err.is::<BodyTimedOut>() => return true,
+            Some(err) => cur = err.source(),
+            None => break,
+        }
+    }
+    false
 }
 
 fn content_type(headers: &HeaderMap) -> String {

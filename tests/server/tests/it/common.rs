@@ -69,6 +69,26 @@ pub fn client() -> Client {
         .expect("client")
 }
 
+/// A client that opens a new connection per request: tests with tiny connection timeouts must
+/// not race a pooled keep-alive connection against the server closing it.
+pub fn unpooled_client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client")
+}
+
+/// The `name=value` part of a Set-Cookie header, ready to send back in `Cookie`.
+pub fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 pub async fn read(rb: RequestBuilder) -> Resp {
     let r = rb.send().await.expect("request answered");
     let status = r.status();
@@ -134,6 +154,43 @@ impl Harness {
             access: r.str("access_token"),
             refresh: r.str("refresh_token"),
         }
+    }
+
+    /// Logs in as demo/demo with extra fields (`client_id`, `scope`, `cookie_only`…).
+    pub async fn login_with(&self, extra: Value) -> Resp {
+        let mut body = json!({"username": "demo", "password": "demo"});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        self.post_json("/auth/login", body).await
+    }
+
+    /// A cookie-mode login; returns the cookie pair and the access token.
+    pub async fn cookie_login(&self) -> (String, String) {
+        let r = self.login_with(json!({"cookie_only": true})).await;
+        assert_eq!(r.status, 200, "login: {}", r.text);
+        let cookie = cookie_pair(&r.header("set-cookie").expect("cookie mode sets the cookie"));
+        (cookie, r.str("access_token"))
+    }
+
+    /// A refresh that carries only the cookie, as `fetch(url, {method:'POST', credentials})`.
+    pub async fn cookie_refresh(&self, cookie: &str, origin: Option<&str>) -> Resp {
+        let mut rb = self
+            .http
+            .post(self.url("/auth/refresh-token"))
+            .header("cookie", cookie);
+        if let Some(o) = origin {
+            rb = rb.header("origin", o);
+        }
+        read(rb).await
+    }
+
+    pub async fn family_state(&self) -> Value {
+        let fams = self.control_get("/families").await;
+        assert_eq!(fams.as_array().map(Vec::len), Some(1), "{fams}");
+        fams[0].clone()
     }
 
     pub async fn refresh(&self, rt: &str) -> Resp {

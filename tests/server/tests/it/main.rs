@@ -6,4 +6,5 @@ mod api;
 mod binary;
 mod faults;
 mod robustness;
+mod slow_clients;
 mod tokens;
