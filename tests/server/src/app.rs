@@ -12,6 +12,8 @@ use crate::store::{hash_token, Fresh, Runtime, State};
 pub struct App {
     /// The configuration given at start; `/__control/reset` returns to it.
     pub cfg: Config,
+    /// CORS allowlist: the main listener's own origins, then every `--cors-origin`.
+    pub origins: Vec<String>,
     key: [u8; 32],
     state: Mutex<State>,
 }
@@ -34,15 +36,27 @@ impl Fresh {
 }
 
 impl App {
-    pub fn new(cfg: Config) -> std::io::Result<App> {
+    /// `port` is the bound main port: with `--port 0` the own origins are only known now.
+    pub fn new(cfg: Config, port: u16) -> std::io::Result<App> {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
         let state = State::new(Runtime::from_config(&cfg));
+        // Both host names: the browser tests load the page from localhost and call 127.0.0.1.
+        let mut origins = vec![
+            format!("http://127.0.0.1:{port}"),
+            format!("http://localhost:{port}"),
+        ];
+        origins.extend(cfg.cors.extra().iter().cloned());
         Ok(App {
             cfg,
+            origins,
             key,
             state: Mutex::new(state),
         })
+    }
+
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.origins.iter().any(|o| o == origin)
     }
 
     /// A panic elsewhere must not wedge the server: the state stays usable after poisoning.

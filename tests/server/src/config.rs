@@ -14,7 +14,9 @@ USAGE: token-server [OPTIONS]
   --grace-max-uses N          replays allowed per rotated token inside the window (default 100)
   --family-lifetime SECONDS   absolute refresh-token family lifetime (default 2592000 = 30 days)
   --idle-timeout SECONDS      refresh-token family idle timeout (default: none)
-  --cors-origin ORIGIN        allowed CORS origin, repeatable; '*' reflects any origin (default '*')
+  --cors-origin ORIGIN        also allow this CORS origin (scheme://host[:port]), repeatable.
+                              The server's own origins (http://127.0.0.1:PORT and
+                              http://localhost:PORT) are always allowed; nothing else by default
   --header-timeout-ms MS      close a connection whose request head is not complete within MS,
                               and an idle keep-alive connection after MS (default 10000; 0 = off)
   --body-timeout-ms MS        answer 408 and close when a request body is not complete within MS
@@ -28,20 +30,51 @@ On start, exactly one line is printed to stdout:
   {\"listening\":\"http://127.0.0.1:PORT\",\"foreign\":\"http://127.0.0.1:PORT2\"}
 ";
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Origins allowed in addition to the server's own two (`127.0.0.1` and `localhost` on the main
+/// port), which are only known once the listener is bound. There is deliberately no "any
+/// origin" policy: credentials are allowed, so reflecting every origin would let any page on
+/// the machine drive the token endpoints with the user's cookie.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum CorsPolicy {
-    /// Reflect whatever `Origin` arrives (never `*`, because credentials are allowed).
-    AnyOrigin,
+    #[default]
+    OwnOnly,
     Origins(Vec<String>),
 }
 
 impl CorsPolicy {
-    pub fn allows(&self, origin: &str) -> bool {
+    pub fn extra(&self) -> &[String] {
         match self {
-            CorsPolicy::AnyOrigin => true,
-            CorsPolicy::Origins(list) => list.iter().any(|o| o == origin),
+            CorsPolicy::OwnOnly => &[],
+            CorsPolicy::Origins(list) => list,
         }
     }
+}
+
+/// A serialized origin as browsers send it: lower-case `http(s)://host[:port]`, nothing after.
+/// A value with a path or a trailing slash would silently never match, so it is refused.
+pub fn parse_origin(raw: &str) -> Result<String, String> {
+    let o = raw.trim().to_ascii_lowercase();
+    if o == "*" {
+        return Err(
+            "--cors-origin: '*' is not supported (credentials are allowed); list each origin"
+                .into(),
+        );
+    }
+    let rest = o
+        .strip_prefix("http://")
+        .or_else(|| o.strip_prefix("https://"))
+        .ok_or_else(|| format!("--cors-origin: '{raw}' must start with http:// or https://"))?;
+    let ok = !rest.is_empty()
+        && !rest.starts_with(':')
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'));
+    if !ok {
+        return Err(format!(
+            "--cors-origin: '{raw}' is not an origin (scheme://host[:port], no path or trailing slash)"
+        ));
+    }
+    Ok(o)
 }
 
 #[derive(Clone, Debug)]
@@ -75,7 +108,7 @@ impl Default for Config {
             grace_max_uses: 100,
             family_lifetime: 30.0 * 24.0 * 3600.0,
             idle_timeout: None,
-            cors: CorsPolicy::AnyOrigin,
+            cors: CorsPolicy::OwnOnly,
             expose_www_authenticate: true,
             test_controls: false,
             static_dir: None,
@@ -161,7 +194,7 @@ impl Config {
                     let v = parse_seconds("--idle-timeout", &value("--idle-timeout")?)?;
                     cfg.idle_timeout = if v > 0.0 { Some(v) } else { None };
                 }
-                "--cors-origin" => origins.push(value("--cors-origin")?.trim().to_string()),
+                "--cors-origin" => origins.push(parse_origin(&value("--cors-origin")?)?),
                 "--header-timeout-ms" => {
                     cfg.header_timeout_ms =
                         parse_ms("--header-timeout-ms", &value("--header-timeout-ms")?)?
@@ -176,7 +209,7 @@ impl Config {
                 other => return Err(format!("unknown argument '{other}'")),
             }
         }
-        if !origins.is_empty() && !origins.iter().any(|o| o == "*") {
+        if !origins.is_empty() {
             cfg.cors = CorsPolicy::Origins(origins);
         }
         Ok(Command::Run(cfg))

@@ -53,6 +53,11 @@ impl Server {
     pub fn config(&self) -> &Config {
         &self.app.cfg
     }
+
+    /// Every origin the main listener answers with CORS headers (its own two first).
+    pub fn cors_origins(&self) -> &[String] {
+        &self.app.origins
+    }
 }
 
 impl Drop for Server {
@@ -96,7 +101,7 @@ pub async fn start(cfg: Config) -> std::io::Result<Server> {
     let addr = main.local_addr()?;
     let foreign_addr = foreign.local_addr()?;
     let limits = web::ConnLimits::from_ms(cfg.header_timeout_ms, cfg.body_timeout_ms);
-    let app = Arc::new(app::App::new(cfg)?);
+    let app = Arc::new(app::App::new(cfg, addr.port())?);
     let tasks = vec![
         tokio::spawn(web::serve(main, main_router(app.clone()), limits)),
         tokio::spawn(web::serve(foreign, foreign_router(app.clone()), limits)),

@@ -41,12 +41,13 @@ fn main() -> ExitCode {
         drop(out);
         let c = server.config();
         eprintln!(
-            "token-server: {} (foreign {}), access_ttl={}s grace={}s test_controls={} header_timeout={}ms body_timeout={}ms{}",
+            "token-server: {} (foreign {}), access_ttl={}s grace={}s test_controls={} cors=[{}] header_timeout={}ms body_timeout={}ms{}",
             server.url(),
             server.foreign_url(),
             c.access_ttl,
             c.grace,
             c.test_controls,
+            server.cors_origins().join(", "),
             c.header_timeout_ms,
             c.body_timeout_ms,
             c.static_dir

@@ -464,27 +464,57 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
-/// CORS for the main listener: a concrete reflected origin with credentials, never `*`.
+fn is_control_path(path: &str) -> bool {
+    path == "/__control" || path.starts_with("/__control/")
+}
+
+fn origin_forbidden(error: &str, description: &str) -> Response {
+    let mut r = error_json(StatusCode::FORBIDDEN, error, description);
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Origin"));
+    r
+}
+
+/// CORS for the main listener: only allowlisted origins (the server's own two plus every
+/// `--cors-origin`) are reflected, with credentials; never `*`.
+///
+/// The control API gets no CORS headers at all, so no other origin can read it, and a
+/// request from an origin outside the allowlist is refused before it runs: without that, a
+/// page elsewhere on the machine could still fire "simple" cross-origin POSTs (no preflight)
+/// that reset the server or revoke every family, even though it could not read the answers.
 pub async fn cors_mw(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let origin = req
         .headers()
         .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let allowed = origin
         .as_deref()
-        .filter(|o| app.cfg.cors.allows(o))
+        .filter(|o| app.origin_allowed(o))
         .map(str::to_string);
     let preflight = req.method() == Method::OPTIONS
         && req
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if is_control_path(req.uri().path()) {
+        if origin.is_some() && allowed.is_none() {
+            return origin_forbidden(
+                "origin_not_allowed",
+                "the control API refuses requests from foreign origins",
+            );
+        }
+        if preflight {
+            return origin_forbidden(
+                "origin_not_allowed",
+                "the control API does not answer cross-origin requests",
+            );
+        }
+        return next.run(req).await;
+    }
     if preflight {
         let Some(origin) = allowed else {
-            return error_json(
-                StatusCode::FORBIDDEN,
+            return origin_forbidden(
                 "cors_origin_not_allowed",
-                "origin not allowed by --cors-origin",
+                "origin not allowed (see --cors-origin)",
             );
         };
         let mut resp = Response::new(Body::empty());
@@ -503,6 +533,9 @@ pub async fn cors_mw(State(app): State<Arc<App>>, req: Request, next: Next) -> R
         return resp;
     }
     let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    // The answer depends on Origin whether or not it was allowed, so caches must key on it.
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
     if let Some(origin) = allowed {
         let expose = if app.lock().rt.expose_www_authenticate {
             "WWW-Authenticate, Retry-After"
@@ -513,7 +546,6 @@ pub async fn cors_mw(State(app): State<Arc<App>>, req: Request, next: Next) -> R
         set(h, header::ACCESS_CONTROL_ALLOW_ORIGIN, &origin);
         set(h, header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
         set(h, header::ACCESS_CONTROL_EXPOSE_HEADERS, expose);
-        h.append(header::VARY, HeaderValue::from_static("Origin"));
     }
     resp
 }

@@ -115,8 +115,8 @@ async fn insufficient_scope_and_forbidden_are_not_refresh_triggers() {
 
 #[tokio::test]
 async fn cors_preflight_and_expose_headers() {
-    let h = harness().await;
     let origin = "http://app.localhost:5173";
+    let h = harness_with(|c| c.cors = token_server::CorsPolicy::Origins(vec![origin.into()])).await;
     let pre = read(
         h.http
             .request(reqwest::Method::OPTIONS, h.url("/statistics"))
@@ -226,10 +226,30 @@ fn cors_origin_flag_parsing() {
         c.cors,
         CorsPolicy::Origins(vec!["http://a".into(), "http://b".into()])
     );
-    let Ok(Command::Run(c)) = Config::from_args(["--cors-origin", "*"]) else {
+    // '*' with credentials would let every page on the machine in; it is refused outright.
+    assert!(Config::from_args(["--cors-origin", "*"]).is_err());
+    for bad in [
+        "http://a/",
+        "http://a/path",
+        "ftp://a",
+        "null",
+        "http://",
+        "a.test",
+    ] {
+        assert!(Config::from_args(["--cors-origin", bad]).is_err(), "{bad}");
+    }
+    let Ok(Command::Run(c)) = Config::from_args(["--cors-origin", "HTTP://App.Test:5173"]) else {
         panic!("parses");
     };
-    assert_eq!(c.cors, CorsPolicy::AnyOrigin);
+    assert_eq!(
+        c.cors,
+        CorsPolicy::Origins(vec!["http://app.test:5173".into()]),
+        "stored as browsers serialize origins"
+    );
+    let Ok(Command::Run(c)) = Config::from_args(Vec::<String>::new()) else {
+        panic!("parses");
+    };
+    assert_eq!(c.cors, CorsPolicy::OwnOnly);
     let Ok(Command::Run(c)) = Config::from_args([
         "--port",
         "0",

@@ -4,6 +4,7 @@ mod common;
 
 mod api;
 mod binary;
+mod cors;
 mod faults;
 mod robustness;
 mod slow_clients;
