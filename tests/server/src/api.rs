@@ -12,7 +12,8 @@ use serde_json::{json, Map, Value};
 use crate::app::{random_b64, App};
 use crate::jwt::Claims;
 use crate::store::{
-    hash_prefix, hash_token, FaultKind, Fresh, Grant, GrantKind, LogInfo, RefreshError,
+    hash_prefix, hash_token, Binding, FaultKind, Fresh, Grant, GrantKind, LogInfo, Presented,
+    RefreshError,
 };
 use crate::web::{
     dropped, error_json, json_response, no_store, read_json_value, read_params, static_file,
@@ -24,6 +25,13 @@ pub const COOKIE_NAME: &str = "tb_refresh";
 const USERS: [&str; 3] = ["demo", "alice", "bob"];
 /// A hung request is answered (by dropping the connection) after at most this long.
 const HANG_CAP_MS: u64 = 120_000;
+/// The client a request belongs to when it names none, so tokens of clients that never heard
+/// of `client_id` (the broker, the demo) stay bound to one client all the same.
+pub const DEFAULT_CLIENT_ID: &str = "spa";
+/// The scopes this server grants; a login that asks for none gets all of them. `admin`, the
+/// scope `/scoped` demands, is deliberately never granted.
+pub const GRANTABLE_SCOPES: [&str; 2] = ["read", "write"];
+const MAX_CLIENT_ID_LEN: usize = 128;
 
 fn server_error() -> Response {
     error_json(
@@ -88,20 +96,88 @@ fn string_param<'a>(params: &'a Map<String, Value>, name: &str) -> Result<Option
     }
 }
 
+fn invalid_scope(description: &str) -> Response {
+    oauth_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_scope",
+        description,
+        "invalid_scope",
+    )
+}
+
+/// A rejected request parameter; kept small so `Result`s stay cheap to pass around.
+enum ParamError {
+    Request(String),
+    Scope(String),
+}
+
+impl ParamError {
+    fn response(&self) -> Response {
+        match self {
+            ParamError::Request(d) => invalid_request(d),
+            ParamError::Scope(d) => invalid_scope(d),
+        }
+    }
+}
+
+/// `client_id`: absent or empty = the default client; printable ASCII only (RFC 6749 A.1).
+fn client_id_param(params: &Map<String, Value>) -> Result<Option<String>, ParamError> {
+    match string_param(params, "client_id") {
+        Ok(None | Some("")) => Ok(None),
+        Ok(Some(c))
+            if c.len() <= MAX_CLIENT_ID_LEN && c.bytes().all(|b| (0x20..=0x7e).contains(&b)) =>
+        {
+            Ok(Some(c.to_string()))
+        }
+        Ok(Some(_)) => Err(ParamError::Request(
+            "client_id must be 1 to 128 printable ASCII characters".into(),
+        )),
+        Err(d) => Err(ParamError::Request(d)),
+    }
+}
+
+/// `scope`: space-separated scope-tokens (RFC 6749 §3.3), de-duplicated in order. Absent or
+/// blank = `None`. A malformed token is `invalid_scope`, as RFC 6749 §5.2 defines it.
+fn scope_param(params: &Map<String, Value>) -> Result<Option<Vec<String>>, ParamError> {
+    let raw = match string_param(params, "scope") {
+        Ok(None) => return Ok(None),
+        Ok(Some(s)) => s,
+        Err(d) => return Err(ParamError::Request(d)),
+    };
+    let mut out: Vec<String> = Vec::new();
+    for tok in raw.split(' ').filter(|t| !t.is_empty()) {
+        let ok = tok
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+        if !ok {
+            return Err(ParamError::Scope("malformed scope".into()));
+        }
+        if !out.iter().any(|t| t == tok) {
+            out.push(tok.to_string());
+        }
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
 fn token_response(app: &App, grant: &Grant, include_refresh: bool) -> Response {
     let access = app.sign(&grant.claims);
     let mut body = json!({
         "access_token": access,
         "expires_in": expires_in_json(grant.expires_in),
         "token_type": "Bearer",
+        "scope": grant.claims.scope,
     });
-    if let (true, Some(rt), Some(obj)) =
-        (include_refresh, &grant.refresh_token, body.as_object_mut())
-    {
+    if let (true, Some(rt), Some(obj)) = (
+        include_refresh && !grant.cookie_mode,
+        &grant.refresh_token,
+        body.as_object_mut(),
+    ) {
         obj.insert("refresh_token".into(), json!(rt));
     }
     let mut resp = no_store(json_response(StatusCode::OK, body));
-    if let Some(rt) = &grant.refresh_token {
+    // Only cookie mode gets the cookie: a JSON-mode client holds its token itself, and a
+    // cookie it never asked for would let any same-origin script refresh without the token.
+    if let (true, Some(rt)) = (grant.cookie_mode, &grant.refresh_token) {
         let max_age = (grant.family_expires_ms - grant.now_ms) / 1000;
         if let Some(c) = refresh_cookie(rt, max_age) {
             resp.headers_mut().insert(header::SET_COOKIE, c);
@@ -140,6 +216,26 @@ pub async fn login(State(app): State<Arc<App>>, req: Request) -> Response {
     };
     let cookie_only = matches!(params.get("cookie_only"), Some(Value::Bool(true)))
         || matches!(params.get("cookie_only"), Some(Value::String(s)) if s == "true" || s == "1");
+    let client_id = match client_id_param(&params) {
+        Ok(c) => c.unwrap_or_else(|| DEFAULT_CLIENT_ID.to_string()),
+        Err(e) => return e.response(),
+    };
+    let scope = match scope_param(&params) {
+        Ok(Some(asked)) => {
+            if let Some(bad) = asked
+                .iter()
+                .find(|s| !GRANTABLE_SCOPES.contains(&s.as_str()))
+            {
+                return invalid_scope(&format!(
+                    "unknown scope '{bad}': this server grants {}",
+                    GRANTABLE_SCOPES.join(" and ")
+                ));
+            }
+            asked
+        }
+        Ok(None) => GRANTABLE_SCOPES.iter().map(|s| s.to_string()).collect(),
+        Err(e) => return e.response(),
+    };
     if !(USERS.contains(&user.as_str()) && user == pass) {
         app.lock().stats.login_failures += 1;
         return oauth_error(
@@ -155,7 +251,12 @@ pub async fn login(State(app): State<Arc<App>>, req: Request) -> Response {
     };
     let (grant, delay) = {
         let mut st = app.lock();
-        let grant = st.login(&user, family, fresh);
+        let bind = Binding {
+            client_id,
+            scope,
+            cookie_mode: cookie_only,
+        };
+        let grant = st.login(&user, family, fresh, bind);
         let delay = st
             .latency_for("/auth/login")
             .saturating_add(st.take_delay_next("/auth/login").map_or(0, |d| d.ms));
@@ -165,7 +266,7 @@ pub async fn login(State(app): State<Arc<App>>, req: Request) -> Response {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let info = grant_info(None, &grant);
-    with_info(token_response(&app, &grant, !cookie_only), info)
+    with_info(token_response(&app, &grant, true), info)
 }
 
 // ---------- POST /auth/refresh-token ----------
@@ -211,6 +312,14 @@ pub async fn refresh(State(app): State<Arc<App>>, req: Request) -> Response {
             }
         },
         Err(d) => return refresh_failure(&app, invalid_request(&d), LogInfo::default()),
+    };
+    let client_id = match client_id_param(&params) {
+        Ok(c) => c.unwrap_or_else(|| DEFAULT_CLIENT_ID.to_string()),
+        Err(e) => return refresh_failure(&app, e.response(), LogInfo::default()),
+    };
+    let scope = match scope_param(&params) {
+        Ok(s) => s,
+        Err(e) => return refresh_failure(&app, e.response(), LogInfo::default()),
     };
     let hash = hash_token(&presented);
     let mut info = LogInfo {
@@ -311,7 +420,12 @@ pub async fn refresh(State(app): State<Arc<App>>, req: Request) -> Response {
     };
     let (result, delay) = {
         let mut st = app.lock();
-        let result = st.refresh(&hash, fresh, rotate);
+        let req = Presented {
+            client_id: &client_id,
+            scope: scope.as_deref(),
+            via_cookie: from_cookie,
+        };
+        let result = st.refresh(&hash, fresh, rotate, &req);
         let mut delay = st.latency_for(&path);
         if let Some(d) = st.take_delay_next(&path) {
             delay = delay.saturating_add(d.ms);
@@ -350,15 +464,16 @@ pub async fn refresh(State(app): State<Arc<App>>, req: Request) -> Response {
         return refresh_failure(&app, refresh_error(RefreshError::RevokedInFlight), ginfo);
     }
     app.lock().stats.refresh_ok += 1;
-    // A cookie-mode client must not see the refresh token: it travels only in the cookie.
-    let include_refresh = grant.kind != GrantKind::AccessOnly && !from_cookie;
+    // A cookie-mode client must not see the refresh token: it travels only in the cookie
+    // (`token_response` leaves it out for cookie-mode families).
+    let include_refresh = grant.kind != GrantKind::AccessOnly;
     with_info(token_response(&app, &grant, include_refresh), ginfo)
 }
 
 fn refresh_error(e: RefreshError) -> Response {
     oauth_error(
         StatusCode::BAD_REQUEST,
-        "invalid_grant",
+        e.error(),
         e.description(),
         e.cause(),
     )

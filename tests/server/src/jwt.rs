@@ -28,6 +28,10 @@ pub struct Claims {
     pub fam: String,
     /// Generation of the refresh token it was issued with (1 = login).
     pub gen: u64,
+    /// The client the family was issued to (RFC 9068 §2.2 claim name).
+    pub client_id: String,
+    /// Space-separated; may be narrower than the family's grant (RFC 6749 §6).
+    pub scope: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +121,8 @@ mod tests {
             jti: "j".into(),
             fam: "f".into(),
             gen: 1,
+            client_id: "spa".into(),
+            scope: "read write".into(),
         }
     }
 

@@ -88,8 +88,57 @@ pub struct Family {
     pub ended_ms: Option<i64>,
     /// Generation of the newest refresh token in the family.
     pub generation: u64,
+    /// Every token of the family is bound to this client (RFC 6749 §6).
+    pub client_id: String,
+    /// The scope granted at login, space-separated. Refreshes may narrow the access token's
+    /// scope, never this one: a rotated refresh token keeps the original grant (RFC 6749 §6).
+    pub scope: String,
+    /// Cookie mode: the refresh token travels only in the `tb_refresh` cookie, never in JSON.
+    pub cookie_mode: bool,
     #[serde(skip)]
     pub members: Vec<Hash>,
+}
+
+/// What a login binds its new family to.
+#[derive(Clone, Debug)]
+pub struct Binding {
+    pub client_id: String,
+    /// Already validated and de-duplicated.
+    pub scope: Vec<String>,
+    pub cookie_mode: bool,
+}
+
+/// The parts of a family an access token is stamped with (copied out of the map so the
+/// state can be borrowed mutably again).
+pub struct FamView {
+    pub id: String,
+    pub sub: String,
+    pub client_id: String,
+    pub generation: u64,
+    pub expires_ms: i64,
+    pub cookie_mode: bool,
+}
+
+impl FamView {
+    fn of(f: &Family) -> FamView {
+        FamView {
+            id: f.id.clone(),
+            sub: f.sub.clone(),
+            client_id: f.client_id.clone(),
+            generation: f.generation,
+            expires_ms: f.expires_ms,
+            cookie_mode: f.cookie_mode,
+        }
+    }
+}
+
+/// What a refresh request says about itself, checked against the family's `Binding`.
+#[derive(Clone, Copy, Debug)]
+pub struct Presented<'a> {
+    pub client_id: &'a str,
+    /// `None` = the scope originally granted.
+    pub scope: Option<&'a [String]>,
+    pub via_cookie: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -151,11 +200,16 @@ pub struct Grant {
     pub expires_in: f64,
     pub family_expires_ms: i64,
     pub now_ms: i64,
+    /// Whether the refresh token goes into the cookie (and stays out of the JSON).
+    pub cookie_mode: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefreshError {
     Unknown,
+    ClientMismatch,
+    ChannelMismatch,
+    ScopeNotGranted,
     ReuseDetected,
     FamilyRevoked,
     FamilyExpired,
@@ -164,10 +218,21 @@ pub enum RefreshError {
 }
 
 impl RefreshError {
+    /// The OAuth `error` code (RFC 6749 §5.2).
+    pub fn error(self) -> &'static str {
+        match self {
+            RefreshError::ScopeNotGranted => "invalid_scope",
+            _ => "invalid_grant",
+        }
+    }
+
     /// Machine-readable cause, also returned as `cause` in the error body.
     pub fn cause(self) -> &'static str {
         match self {
             RefreshError::Unknown => "unknown_token",
+            RefreshError::ClientMismatch => "client_mismatch",
+            RefreshError::ChannelMismatch => "channel_mismatch",
+            RefreshError::ScopeNotGranted => "scope_not_granted",
             RefreshError::ReuseDetected => "reuse_detected",
             RefreshError::FamilyRevoked => "family_revoked",
             RefreshError::FamilyExpired => "family_expired",
@@ -179,6 +244,13 @@ impl RefreshError {
     pub fn description(self) -> &'static str {
         match self {
             RefreshError::Unknown => "unknown refresh token",
+            RefreshError::ClientMismatch => "refresh token was issued to another client",
+            RefreshError::ChannelMismatch => {
+                "refresh token presented through the wrong channel (cookie-mode tokens only in the cookie, others only in the body)"
+            }
+            RefreshError::ScopeNotGranted => {
+                "requested scope exceeds the scope originally granted"
+            }
             RefreshError::ReuseDetected => {
                 "refresh token reuse detected: the token family has been revoked"
             }
@@ -362,9 +434,9 @@ impl State {
 
     fn access_claims(
         &self,
-        sub: &str,
-        fam: &str,
+        fam: &FamView,
         gen: u64,
+        scope: &str,
         jti: String,
         now: i64,
     ) -> (Claims, f64) {
@@ -372,18 +444,20 @@ impl State {
         let exp_ms = now + secs_to_ms(ttl).max(1);
         let claims = Claims {
             iss: ISSUER.to_string(),
-            sub: sub.to_string(),
+            sub: fam.sub.clone(),
             iat: now.div_euclid(1000),
             exp: (exp_ms + 999).div_euclid(1000),
             exp_ms,
             jti,
-            fam: fam.to_string(),
+            fam: fam.id.clone(),
             gen,
+            client_id: fam.client_id.clone(),
+            scope: scope.to_string(),
         };
         (claims, ttl)
     }
 
-    pub fn login(&mut self, sub: &str, family_id: String, fresh: Fresh) -> Grant {
+    pub fn login(&mut self, sub: &str, family_id: String, fresh: Fresh, bind: Binding) -> Grant {
         let now = self.now();
         let expires_ms = now + secs_to_ms(self.rt.family_lifetime);
         self.tokens.insert(
@@ -401,23 +475,26 @@ impl State {
                 successor_plain: None,
             },
         );
-        self.families.insert(
-            family_id.clone(),
-            Family {
-                id: family_id.clone(),
-                sub: sub.to_string(),
-                created_ms: now,
-                expires_ms,
-                last_used_ms: now,
-                state: FamilyState::Active,
-                reason: None,
-                ended_ms: None,
-                generation: 1,
-                members: vec![fresh.refresh_hash],
-            },
-        );
+        let scope = bind.scope.join(" ");
+        let family = Family {
+            id: family_id.clone(),
+            sub: sub.to_string(),
+            created_ms: now,
+            expires_ms,
+            last_used_ms: now,
+            state: FamilyState::Active,
+            reason: None,
+            ended_ms: None,
+            generation: 1,
+            client_id: bind.client_id,
+            scope: scope.clone(),
+            cookie_mode: bind.cookie_mode,
+            members: vec![fresh.refresh_hash],
+        };
+        let view = FamView::of(&family);
+        self.families.insert(family_id, family);
         self.stats.logins += 1;
-        let (claims, ttl) = self.access_claims(sub, &family_id, 1, fresh.jti, now);
+        let (claims, ttl) = self.access_claims(&view, 1, &scope, fresh.jti, now);
         Grant {
             kind: GrantKind::Login,
             claims,
@@ -426,6 +503,7 @@ impl State {
             expires_in: ttl,
             family_expires_ms: expires_ms,
             now_ms: now,
+            cookie_mode: view.cookie_mode,
         }
     }
 
@@ -482,6 +560,32 @@ impl State {
         }
     }
 
+    /// The binding checks run before the token's state is looked at, so a refusal here
+    /// changes nothing: no rotation, no grace use, no reuse detection. RFC 6749 §5.2/§6 ask
+    /// only for the refusal, and `client_id` is public: an attacker holding a spent token
+    /// would simply send the right one and meet reuse detection as usual. Returns the scope
+    /// of the access token to issue.
+    fn check_binding(&self, fam_id: &str, req: &Presented) -> Result<String, RefreshError> {
+        let fam = self.families.get(fam_id).ok_or(RefreshError::Unknown)?;
+        if fam.client_id != req.client_id {
+            return Err(RefreshError::ClientMismatch);
+        }
+        if fam.cookie_mode != req.via_cookie {
+            return Err(RefreshError::ChannelMismatch);
+        }
+        match req.scope {
+            None => Ok(fam.scope.clone()),
+            Some(asked) => {
+                let granted: Vec<&str> = fam.scope.split_whitespace().collect();
+                if asked.iter().all(|s| granted.contains(&s.as_str())) {
+                    Ok(asked.join(" "))
+                } else {
+                    Err(RefreshError::ScopeNotGranted)
+                }
+            }
+        }
+    }
+
     /// The rotation step. `rotate = false` serves the `no_refresh_token` fault: a new access
     /// token for a still-active refresh token, which stays valid.
     pub fn refresh(
@@ -489,6 +593,7 @@ impl State {
         hash: &Hash,
         fresh: Fresh,
         rotate: bool,
+        req: &Presented,
     ) -> Result<Grant, RefreshError> {
         let now = self.now();
         self.forget_expired_plaintexts(now);
@@ -497,26 +602,29 @@ impl State {
             None => return Err(RefreshError::Unknown),
         };
         self.family_usable(&fam_id, now)?;
+        let scope = self.check_binding(&fam_id, req)?;
         match state {
             RtState::Revoked => Err(RefreshError::FamilyRevoked),
             RtState::Active if !rotate => {
-                let (sub, gen, fam_exp) = self.touch_family(&fam_id, now, None)?;
-                let (claims, ttl) = self.access_claims(&sub, &fam_id, gen, fresh.jti, now);
+                let fam = self.touch_family(&fam_id, now, None)?;
+                let (claims, ttl) =
+                    self.access_claims(&fam, fam.generation, &scope, fresh.jti, now);
                 Ok(Grant {
                     kind: GrantKind::AccessOnly,
                     claims,
                     refresh_token: None,
                     refresh_hash: None,
                     expires_in: ttl,
-                    family_expires_ms: fam_exp,
+                    family_expires_ms: fam.expires_ms,
                     now_ms: now,
+                    cookie_mode: fam.cookie_mode,
                 })
             }
-            RtState::Active => self.rotate(hash, &fam_id, fresh, now),
+            RtState::Active => self.rotate(hash, &fam_id, fresh, now, &scope),
             RtState::Rotated => {
                 if let Some((plain, succ_hash, succ_gen)) = self.grace_replay(hash, now) {
-                    let (sub, _, fam_exp) = self.touch_family(&fam_id, now, None)?;
-                    let (claims, ttl) = self.access_claims(&sub, &fam_id, succ_gen, fresh.jti, now);
+                    let fam = self.touch_family(&fam_id, now, None)?;
+                    let (claims, ttl) = self.access_claims(&fam, succ_gen, &scope, fresh.jti, now);
                     self.stats.grace_replays += 1;
                     Ok(Grant {
                         kind: GrantKind::GraceReplay,
@@ -524,8 +632,9 @@ impl State {
                         refresh_token: Some(plain),
                         refresh_hash: Some(succ_hash),
                         expires_in: ttl,
-                        family_expires_ms: fam_exp,
+                        family_expires_ms: fam.expires_ms,
                         now_ms: now,
+                        cookie_mode: fam.cookie_mode,
                     })
                 } else {
                     self.revoke_family(&fam_id, EndReason::ReuseDetected);
@@ -536,19 +645,19 @@ impl State {
         }
     }
 
-    /// Records use of the family; returns (sub, generation to stamp, family expiry).
+    /// Records use of the family and returns what an access token needs from it.
     fn touch_family(
         &mut self,
         fam_id: &str,
         now: i64,
         new_gen: Option<u64>,
-    ) -> Result<(String, u64, i64), RefreshError> {
+    ) -> Result<FamView, RefreshError> {
         let fam = self.families.get_mut(fam_id).ok_or(RefreshError::Unknown)?;
         fam.last_used_ms = now;
         if let Some(g) = new_gen {
             fam.generation = g;
         }
-        Ok((fam.sub.clone(), fam.generation, fam.expires_ms))
+        Ok(FamView::of(fam))
     }
 
     fn rotate(
@@ -557,6 +666,7 @@ impl State {
         fam_id: &str,
         fresh: Fresh,
         now: i64,
+        scope: &str,
     ) -> Result<Grant, RefreshError> {
         let grace_ms = secs_to_ms(self.rt.grace);
         let (gen, parent) = {
@@ -597,16 +707,17 @@ impl State {
         if let Some(fam) = self.families.get_mut(fam_id) {
             fam.members.push(fresh.refresh_hash);
         }
-        let (sub, gen, fam_exp) = self.touch_family(fam_id, now, Some(gen))?;
-        let (claims, ttl) = self.access_claims(&sub, fam_id, gen, fresh.jti, now);
+        let fam = self.touch_family(fam_id, now, Some(gen))?;
+        let (claims, ttl) = self.access_claims(&fam, gen, scope, fresh.jti, now);
         Ok(Grant {
             kind: GrantKind::Rotated,
             claims,
             refresh_token: Some(fresh.refresh),
             refresh_hash: Some(fresh.refresh_hash),
             expires_in: ttl,
-            family_expires_ms: fam_exp,
+            family_expires_ms: fam.expires_ms,
             now_ms: now,
+            cookie_mode: fam.cookie_mode,
         })
     }
 
@@ -783,6 +894,20 @@ mod tests {
         }
     }
 
+    fn bind() -> Binding {
+        Binding {
+            client_id: "spa".into(),
+            scope: vec!["read".into(), "write".into()],
+            cookie_mode: false,
+        }
+    }
+
+    const BODY: Presented<'static> = Presented {
+        client_id: "spa",
+        scope: None,
+        via_cookie: false,
+    };
+
     fn state(grace: f64) -> State {
         let cfg = Config {
             grace,
@@ -794,16 +919,16 @@ mod tests {
     #[test]
     fn rotation_then_reuse_revokes_family() {
         let mut s = state(0.0);
-        let g = s.login("demo", "fam".into(), fresh(1));
+        let g = s.login("demo", "fam".into(), fresh(1), bind());
         assert_eq!(g.claims.gen, 1);
         let g2 = s
-            .refresh(&hash_token("rt-1"), fresh(2), true)
+            .refresh(&hash_token("rt-1"), fresh(2), true, &BODY)
             .ok()
             .map(|g| g.claims.gen);
         assert_eq!(g2, Some(2));
-        let reuse = s.refresh(&hash_token("rt-1"), fresh(3), true).err();
+        let reuse = s.refresh(&hash_token("rt-1"), fresh(3), true, &BODY).err();
         assert_eq!(reuse, Some(RefreshError::ReuseDetected));
-        let after = s.refresh(&hash_token("rt-2"), fresh(4), true).err();
+        let after = s.refresh(&hash_token("rt-2"), fresh(4), true, &BODY).err();
         assert_eq!(after, Some(RefreshError::FamilyRevoked));
         assert_eq!(s.stats.reuse_detections, 1);
     }
@@ -811,19 +936,21 @@ mod tests {
     #[test]
     fn grace_returns_same_successor_until_successor_used() {
         let mut s = state(30.0);
-        s.login("demo", "fam".into(), fresh(1));
+        s.login("demo", "fam".into(), fresh(1), bind());
         let a = s
-            .refresh(&hash_token("rt-1"), fresh(2), true)
+            .refresh(&hash_token("rt-1"), fresh(2), true, &BODY)
             .ok()
             .and_then(|g| g.refresh_token);
         let b = s
-            .refresh(&hash_token("rt-1"), fresh(3), true)
+            .refresh(&hash_token("rt-1"), fresh(3), true, &BODY)
             .ok()
             .and_then(|g| g.refresh_token);
         assert_eq!(a.as_deref(), Some("rt-2"));
         assert_eq!(b.as_deref(), Some("rt-2"));
-        assert!(s.refresh(&hash_token("rt-2"), fresh(4), true).is_ok());
-        let late = s.refresh(&hash_token("rt-1"), fresh(5), true).err();
+        assert!(s
+            .refresh(&hash_token("rt-2"), fresh(4), true, &BODY)
+            .is_ok());
+        let late = s.refresh(&hash_token("rt-1"), fresh(5), true, &BODY).err();
         assert_eq!(late, Some(RefreshError::ReuseDetected));
     }
 }

@@ -4,6 +4,7 @@ mod common;
 
 mod api;
 mod binary;
+mod binding;
 mod cors;
 mod faults;
 mod robustness;

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::common::*;
 
 #[tokio::test]
-async fn login_returns_a_bearer_pair_and_cookie() {
+async fn login_returns_a_bearer_pair_and_no_cookie() {
     let h = harness().await;
     let r = h
         .post_json(
@@ -22,11 +22,13 @@ async fn login_returns_a_bearer_pair_and_cookie() {
     assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
     let rt = r.str("refresh_token");
     assert!(rt.len() >= 43, "32 random bytes, base64url");
-    let cookie = r.header("set-cookie").expect("cookie");
-    assert!(cookie.starts_with(&format!("tb_refresh={rt};")), "{cookie}");
-    for part in ["Path=/auth", "HttpOnly", "SameSite=Strict"] {
-        assert!(cookie.contains(part), "{cookie}");
-    }
+    // JSON mode: the client holds the token, so no cookie could refresh behind its back.
+    assert!(
+        r.header("set-cookie").is_none(),
+        "{:?}",
+        r.header("set-cookie")
+    );
+    assert_eq!(r.body["scope"], "read write");
     let c = claims(&r.str("access_token"));
     for k in ["exp", "iat", "sub", "jti", "fam", "exp_ms", "gen"] {
         assert!(!c[k].is_null(), "claim {k} in {c}");
@@ -66,10 +68,11 @@ async fn login_cookie_only_keeps_refresh_token_out_of_json() {
         .await;
     assert_eq!(r.status, 200);
     assert!(r.body.get("refresh_token").is_none(), "{}", r.text);
-    assert!(r
-        .header("set-cookie")
-        .unwrap_or_default()
-        .starts_with("tb_refresh="));
+    let cookie = r.header("set-cookie").expect("cookie");
+    assert!(cookie.starts_with("tb_refresh="), "{cookie}");
+    for part in ["Path=/auth", "HttpOnly", "SameSite=Strict", "Max-Age="] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
 }
 
 #[tokio::test]
