@@ -12,8 +12,8 @@ use serde_json::{json, Map, Value};
 use crate::app::{random_b64, App};
 use crate::jwt::Claims;
 use crate::store::{
-    hash_prefix, hash_token, Binding, FaultKind, Fresh, Grant, GrantKind, LogInfo, Presented,
-    RefreshError,
+    hash_prefix, hash_token, Binding, EndReason, FaultKind, Fresh, Grant, GrantKind, LogInfo,
+    Presented, RefreshError,
 };
 use crate::web::{
     dropped, error_json, json_response, no_store, read_json_value, read_params, static_file,
@@ -159,6 +159,31 @@ fn scope_param(params: &Map<String, Value>) -> Result<Option<Vec<String>>, Param
     Ok((!out.is_empty()).then_some(out))
 }
 
+/// A browser sends `Origin` on every POST. A cookie-authenticated request from a page outside
+/// the allowlist is refused: SameSite=Strict does not help against another port on the same
+/// host (same site, other origin), and a "simple" form POST needs no preflight, so without
+/// this any local page could rotate, revoke or plant the refresh cookie.
+fn foreign_origin(app: &App, headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ORIGIN)
+        .is_some_and(|v| !app.origin_allowed(&String::from_utf8_lossy(v.as_bytes())))
+}
+
+fn origin_refused() -> Response {
+    oauth_error(
+        StatusCode::FORBIDDEN,
+        "invalid_request",
+        "the refresh cookie is only accepted from allowed origins",
+        "origin_not_allowed",
+    )
+}
+
+fn clear_cookie(resp: &mut Response) {
+    if let Some(c) = refresh_cookie("", 0) {
+        resp.headers_mut().insert(header::SET_COOKIE, c);
+    }
+}
+
 fn token_response(app: &App, grant: &Grant, include_refresh: bool) -> Response {
     let access = app.sign(&grant.claims);
     let mut body = json!({
@@ -236,6 +261,9 @@ pub async fn login(State(app): State<Arc<App>>, req: Request) -> Response {
         Ok(None) => GRANTABLE_SCOPES.iter().map(|s| s.to_string()).collect(),
         Err(e) => return e.response(),
     };
+    if cookie_only && foreign_origin(&app, &parts.headers) {
+        return origin_refused();
+    }
     if !(USERS.contains(&user.as_str()) && user == pass) {
         app.lock().stats.login_failures += 1;
         return oauth_error(
@@ -313,6 +341,9 @@ pub async fn refresh(State(app): State<Arc<App>>, req: Request) -> Response {
         },
         Err(d) => return refresh_failure(&app, invalid_request(&d), LogInfo::default()),
     };
+    if from_cookie && foreign_origin(&app, &parts.headers) {
+        return refresh_failure(&app, origin_refused(), LogInfo::default());
+    }
     let client_id = match client_id_param(&params) {
         Ok(c) => c.unwrap_or_else(|| DEFAULT_CLIENT_ID.to_string()),
         Err(e) => return refresh_failure(&app, e.response(), LogInfo::default()),
@@ -494,37 +525,148 @@ pub fn fault_name(k: FaultKind) -> &'static str {
     }
 }
 
-// ---------- POST /auth/logout ----------
+// ---------- POST /auth/revoke, POST /auth/logout ----------
 
+/// A token from the body (`token`, RFC 7009, or `refresh_token`), else the cookie.
+/// `Ok(None)` = neither; the flag says whether the cookie supplied it.
+fn presented_token(
+    params: &Map<String, Value>,
+    headers: &HeaderMap,
+) -> Result<Option<(String, bool)>, ParamError> {
+    for name in ["token", "refresh_token"] {
+        match string_param(params, name) {
+            Ok(Some(t)) if !t.is_empty() => return Ok(Some((t.to_string(), false))),
+            Ok(_) => {}
+            Err(d) => return Err(ParamError::Request(d)),
+        }
+    }
+    Ok(cookie_token(headers).map(|t| (t, true)))
+}
+
+/// The family a token belongs to: a refresh token of any state, or an access token with a
+/// valid signature (expired or not: it still names the session to end).
+fn family_of_token(app: &App, token: &str, info: &mut LogInfo) -> Option<String> {
+    let hash = hash_token(token);
+    if let Some(f) = app.lock().family_of(&hash) {
+        info.refresh_token_hash_prefix = Some(hash_prefix(&hash));
+        return Some(f);
+    }
+    // Refresh tokens are base64url and never contain a dot; only try JWTs.
+    if token.contains('.') {
+        if let Ok(c) = app.verify(token) {
+            info.token_jti = Some(c.jti);
+            info.token_generation = Some(c.gen);
+            return Some(c.fam);
+        }
+    }
+    None
+}
+
+/// RFC 7009 token revocation. Revoking any token of a family, refresh or access, ends the
+/// whole family: later refreshes with any of its tokens get `invalid_grant`, and its access
+/// tokens are refused at the API at once (the family state is checked on every request
+/// anyway, so this costs nothing). Unknown and invalid tokens get the same 200 as a success
+/// (§2.2), so the answer reveals nothing about the token.
+pub async fn revoke(State(app): State<Arc<App>>, req: Request) -> Response {
+    app.lock().stats.revoke_calls += 1;
+    let path = req.uri().path().to_string();
+    let (parts, body) = req.into_parts();
+    let params = match read_params(&parts.headers, body).await {
+        Ok(p) => p,
+        Err(e) => return no_store(e.response()),
+    };
+    // The hint only speeds up the lookup in RFC 7009; both lookups are cheap here, so any
+    // value is accepted and ignored (§2.1 says to search all token types anyway).
+    if let Err(d) = string_param(&params, "token_type_hint") {
+        return invalid_request(&d);
+    }
+    let client_id = match client_id_param(&params) {
+        Ok(c) => c,
+        Err(e) => return e.response(),
+    };
+    let (token, from_cookie) = match presented_token(&params, &parts.headers) {
+        Ok(Some(t)) => t,
+        Ok(None) => return invalid_request("missing token (body or tb_refresh cookie)"),
+        Err(e) => return e.response(),
+    };
+    if from_cookie && foreign_origin(&app, &parts.headers) {
+        return origin_refused();
+    }
+    let mut info = LogInfo::default();
+    let fam = family_of_token(&app, &token, &mut info);
+    info.token_family = fam.clone();
+    let (outcome, delay) = {
+        let mut st = app.lock();
+        let owner = fam
+            .as_ref()
+            .and_then(|f| st.families.get(f))
+            .map(|f| f.client_id.clone());
+        // RFC 7009 §2.1: a token issued to another client is refused. Only checked when the
+        // request names a client: possession alone already lets a holder end the family.
+        let refused = matches!((&client_id, &owner), (Some(c), Some(o)) if c != o);
+        let outcome = match (&fam, refused) {
+            (_, true) => "revoke_refused",
+            (Some(f), false) if st.revoke_family(f, EndReason::Revocation) => {
+                st.stats.revocations += 1;
+                "revoked"
+            }
+            _ => "revoke_noop",
+        };
+        let delay = st
+            .latency_for(&path)
+            .saturating_add(st.take_delay_next(&path).map_or(0, |d| d.ms));
+        (outcome, delay)
+    };
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    info.outcome = Some(outcome.to_string());
+    let mut resp = if outcome == "revoke_refused" {
+        oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "token was issued to another client",
+            "client_mismatch",
+        )
+    } else {
+        no_store(json_response(StatusCode::OK, json!({})))
+    };
+    if from_cookie && outcome != "revoke_refused" {
+        clear_cookie(&mut resp);
+    }
+    with_info(resp, info)
+}
+
+/// Revokes like `/auth/revoke` and always clears the cookie. Kept apart from it for its
+/// older contract: `{"revoked": bool}`, 200 even without any token, and a Bearer access token
+/// as a last way to name the family.
 pub async fn logout(State(app): State<Arc<App>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let params = match read_params(&parts.headers, body).await {
         Ok(p) => p,
         Err(e) => return no_store(e.response()),
     };
-    let presented = match string_param(&params, "refresh_token") {
-        Ok(Some(t)) if !t.is_empty() => Some(t.to_string()),
-        Ok(_) => cookie_token(&parts.headers),
-        Err(d) => return invalid_request(&d),
+    let presented = match presented_token(&params, &parts.headers) {
+        Ok(p) => p,
+        Err(e) => return e.response(),
     };
-    let bearer_family = match bearer(&parts.headers) {
-        Bearer::Token(t) => app.verify(&t).ok().map(|c| c.fam),
-        _ => None,
-    };
+    if presented.as_ref().is_some_and(|(_, cookie)| *cookie) && foreign_origin(&app, &parts.headers)
+    {
+        return origin_refused();
+    }
     let mut info = LogInfo::default();
+    let fam = match &presented {
+        Some((t, _)) => family_of_token(&app, t, &mut info),
+        None => match bearer(&parts.headers) {
+            Bearer::Token(t) => app.verify(&t).ok().map(|c| c.fam),
+            Bearer::Missing => None,
+        },
+    };
+    info.token_family = fam.clone();
     let revoked = {
         let mut st = app.lock();
-        let fam = match &presented {
-            Some(t) => {
-                let h = hash_token(t);
-                info.refresh_token_hash_prefix = Some(hash_prefix(&h));
-                st.family_of(&h)
-            }
-            None => bearer_family,
-        };
-        info.token_family = fam.clone();
         let revoked = fam
-            .map(|f| st.revoke_family(&f, crate::store::EndReason::Logout))
+            .map(|f| st.revoke_family(&f, EndReason::Logout))
             .unwrap_or(false);
         if revoked {
             st.stats.logouts += 1;
@@ -533,9 +675,8 @@ pub async fn logout(State(app): State<Arc<App>>, req: Request) -> Response {
     };
     info.outcome = Some(if revoked { "logout" } else { "logout_noop" }.to_string());
     let mut resp = no_store(json_response(StatusCode::OK, json!({ "revoked": revoked })));
-    if let Some(c) = refresh_cookie("", 0) {
-        resp.headers_mut().insert(header::SET_COOKIE, c);
-    }
+    // Same attributes as when set, or the browser keeps the old cookie.
+    clear_cookie(&mut resp);
     with_info(resp, info)
 }
 

@@ -73,6 +73,7 @@ fn main_router(app: Arc<app::App>) -> Router {
         .route("/auth/login", post(api::login))
         .route("/auth/refresh-token", post(api::refresh))
         .route("/auth/logout", post(api::logout))
+        .route("/auth/revoke", post(api::revoke))
         .route("/statistics", get(api::protected))
         .route("/other-statistics", get(api::protected))
         .route("/event-more-statistics", get(api::protected))

@@ -70,6 +70,8 @@ pub enum FamilyState {
 pub enum EndReason {
     ReuseDetected,
     Logout,
+    /// `/auth/revoke` (RFC 7009).
+    Revocation,
     Control,
     AbsoluteLifetime,
     IdleTimeout,
@@ -297,6 +299,10 @@ pub struct Stats {
     pub grace_replays: u64,
     pub faults_injected: u64,
     pub logouts: u64,
+    /// Families revoked through `/auth/revoke` (RFC 7009).
+    pub revocations: u64,
+    /// Every `/auth/revoke` request, including no-ops and refusals.
+    pub revoke_calls: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

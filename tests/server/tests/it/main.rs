@@ -7,6 +7,7 @@ mod binary;
 mod binding;
 mod cors;
 mod faults;
+mod revocation;
 mod robustness;
 mod slow_clients;
 mod tokens;
