@@ -38,14 +38,20 @@ fn token_hash(token: &str) -> u64 {
 }
 
 /// Where a clock stops being fresh: below the returned value, `now - received` (rounded, as
-/// [`Now::since`] computes it) stays below `usable`. `received + usable` itself can be one step
+/// [`Now::since`] computes it) stays below `usable`. `received + usable` itself can be a step
 /// too late, because the difference rounds up to `usable` there.
 fn fresh_until(received: f64, usable: f64) -> f64 {
     let mut until = received + usable;
-    while until.is_finite() && next_down(until) - received >= usable {
-        until = next_down(until);
+    for _ in 0..4 {
+        if !(until.is_finite() && next_down(until) - received >= usable) {
+            return until;
+        }
+        // The difference rounds at the precision of `usable`, which is coarser than that of
+        // `until` when a clock is near zero: step back by whichever is coarser.
+        until -= ulp(until).max(ulp(usable));
     }
-    until
+    // Unreachable by the rounding bounds; still, promise nothing past the moment of receipt.
+    received
 }
 
 /// The largest f64 below a finite `x` (`f64::next_down` needs Rust 1.86).
@@ -57,6 +63,12 @@ fn next_down(x: f64) -> f64 {
     } else {
         f64::from_bits(x.to_bits() + 1)
     }
+}
+
+/// The gap from `|x|` to the next f64 up.
+fn ulp(x: f64) -> f64 {
+    let a = x.abs();
+    f64::from_bits(a.to_bits() + 1) - a
 }
 
 fn bump(n: u64) -> u64 {
