@@ -18,9 +18,10 @@ export function assertBroker(broker, who) {
 
 /** An adapter's options: own properties only, known keys only. */
 export function readOptions(options, who, known) {
-  if (options == null) return {};
+  // No prototype: `Object.prototype.allowedOrigins = [...]` planted by another script reads as nothing.
+  const out = Object.create(null);
+  if (options == null) return out;
   if (typeof options !== 'object') throw invalid(`${who}: options must be an object (got ${typeof options})`);
-  const out = {};
   for (const k of Object.keys(options)) {
     if (!known.includes(k)) throw invalid(`${who}: unknown option '${k}' (known: ${known.join(', ')})`);
     out[k] = options[k];

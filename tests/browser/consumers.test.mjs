@@ -203,7 +203,9 @@ test('SSR: importing every entry in plain Node touches no browser global and doe
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', timeout: 30_000 });
   assert.equal(r.status, 0, `import failed:\n${r.stderr}`);
   const out = JSON.parse(r.stdout.trim().split('\n').pop());
-  assert.deepEqual(out.touched, [], `browser globals read at import: ${out.touched}`);
+  // `typeof document` is how the entry tells a page (preload the .wasm) from Node/SSR (stay inert):
+  // that one look is expected; anything else read at import is not.
+  assert.deepEqual(out.touched.filter((n) => n !== 'document'), [], `browser globals read at import: ${out.touched}`);
   for (const name of ['createTokenBroker', 'TokenBrokerError', 'isTokenBrokerError']) assert.ok(out.root.includes(name), `token-broker exports ${name}`);
   assert.equal(out.axios, 'function');
   assert.equal(out.fetch, 'function');

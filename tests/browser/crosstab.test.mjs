@@ -100,11 +100,20 @@ for (const grace of [5, 0]) {
     if (grace > 0) {
       assert.equal(outcome, 'ok', 'B recovers: the server returns the same successor inside the grace window');
       assert.equal(after.reuse_detections, 0);
+      assert.ok(calls <= 2, `one more refresh at most (saw ${calls})`);
     } else {
-      // The closed tab's rotation was committed but never seen: a clean end, no loop.
-      assert.ok(['ok', 'SESSION_EXPIRED'].includes(outcome), outcome);
+      // Security rules case 4 at grace 0, exactly: the closed tab's rotation was committed (the
+      // server commits, then waits) but never seen; B presents the spent refresh token once, the
+      // server detects the reuse and ends the family; B ends the session cleanly, with no loop.
+      assert.equal(outcome, 'SESSION_EXPIRED');
+      assert.equal(calls, 2, 'the closed tab\'s refresh and B\'s one attempt');
+      assert.equal(after.reuse_detections - before.reuse_detections, 1);
+      const end = await b.evaluate(() => ({ state: window.b.state, events: window.events }));
+      assert.equal(end.state, 'expired');
+      assert.equal(end.events.filter((e) => e === 'expired').length, 1, JSON.stringify(end.events));
+      await sleep(1500); // nothing retries afterwards
+      assert.equal((await h.stats()).refresh_calls - before.refresh_calls, 2, 'no loop');
     }
-    assert.ok(calls <= 2, `one more refresh at most (saw ${calls})`);
   });
 }
 

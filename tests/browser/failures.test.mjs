@@ -69,6 +69,17 @@ for (const client of CLIENTS) {
     }), client));
     assert.equal(result.scoped.status, 401);
     assert.equal(result.forbidden.status, 403);
+    // Security rules case 7: the caller gets the server's answer as its client types it (an
+    // AxiosError with the response; a Response from fetch), never a broker error.
+    if (client === 'fetch') {
+      assert.equal(result.scoped.ok, false);
+      assert.equal(result.scoped.code, undefined);
+    } else {
+      for (const r of [result.scoped, result.forbidden]) {
+        assert.equal(r.name, 'AxiosError', JSON.stringify(r));
+        assert.equal(r.code, 'ERR_BAD_REQUEST');
+      }
+    }
     assert.equal(delta.refresh_calls, 0);
     assert.equal(delta.unauthorized_sent, 1, '/scoped was sent once');
   });

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
@@ -33,6 +33,39 @@ pub fn router() -> Router<Arc<App>> {
         .route("/foreign", get(foreign))
         .route("/families", get(families))
         .route("/clock", get(get_clock).post(set_clock))
+        .route("/redirect", any(redirect))
+}
+
+/// `/__control/redirect?status=307&to=URL`: answers any method with that redirect, so browser
+/// tests can check what a client does when a same-origin URL sends it elsewhere (a token POST
+/// must not follow; a 401 reached through a redirect is not about the client's token).
+async fn redirect(req: Request) -> Response {
+    let query = req.uri().query().unwrap_or("");
+    let (mut status, mut to) = (StatusCode::TEMPORARY_REDIRECT, None);
+    let params: Vec<(String, String)> = match serde_urlencoded::from_str(query) {
+        Ok(p) => p,
+        Err(e) => return bad(e),
+    };
+    for (k, v) in params {
+        match k.as_str() {
+            "status" => match v.parse::<u16>().ok().and_then(|s| StatusCode::from_u16(s).ok()) {
+                Some(s) if s.is_redirection() => status = s,
+                _ => return bad("status must be a 3xx code"),
+            },
+            "to" => to = Some(v),
+            _ => return bad("unknown parameter (known: status, to)"),
+        }
+    }
+    let Some(to) = to else { return bad("to is required") };
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    match axum::http::HeaderValue::from_str(&to) {
+        Ok(v) => {
+            r.headers_mut().insert(axum::http::header::LOCATION, v);
+            r
+        }
+        Err(_) => bad("to must be a valid header value"),
+    }
 }
 
 /// Longest injected delay; longer ones would only outlive the tests that set them.

@@ -312,6 +312,8 @@ pub struct Foreign {
     pub with_authorization: u64,
     pub last_authorization: Option<String>,
     pub last_path: Option<String>,
+    /// Requests whose body mentions `refresh_token` (a token POST that followed a redirect here).
+    pub bodies_with_refresh_token: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -646,11 +646,22 @@ pub async fn foreign_handler(
             }
         }
         // Drain the body so keep-alive connections stay in a clean state.
-        let _ = read_body(&HeaderMap::new(), req.into_body()).await;
-        json_response(
-            StatusCode::OK,
+        let body = read_body(&HeaderMap::new(), req.into_body()).await.unwrap_or_default();
+        if body.windows(13).any(|w| w == b"refresh_token") {
+            app.lock().foreign.bodies_with_refresh_token += 1;
+        }
+        // `/401` answers as an API whose token check failed: a client that reached it through a
+        // redirect must not take it as a verdict on its own token.
+        let status = if path == "/401" { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+        let mut r = json_response(
+            status,
             json!({ "foreign": true, "path": path, "authorization_present": authz.is_some() }),
-        )
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            set(r.headers_mut(), header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"");
+            set(r.headers_mut(), header::ACCESS_CONTROL_EXPOSE_HEADERS, "WWW-Authenticate");
+        }
+        r
     };
     let h = resp.headers_mut();
     if let Some(o) = origin {
