@@ -51,7 +51,9 @@ export type ReplayPolicy = 'all' | 'idempotent' | false;
 export interface AttachAxiosOptions {
   /**
    * Extra origins (e.g. `'https://api.example.com'`) that may receive the token, besides the broker's
-   * own `allowedOrigins`, the page's origin and the origin of the instance's `baseURL`.
+   * own `allowedOrigins`, the page's origin and the origin of the instance's `baseURL` when it is
+   * absolute (a relative `baseURL` resolves against the page's base URL, which injected HTML can move).
+   * Each entry must be exactly an origin (`scheme://host[:port]`).
    */
   allowedOrigins?: string[];
   /** Which requests are replayed after a token-rejecting 401. Default `'all'`. */

@@ -32,7 +32,11 @@ export type ReplayPolicy = 'all' | 'idempotent' | false;
  * ```
  */
 export interface AuthFetchOptions {
-  /** The underlying fetch. Default: `globalThis.fetch`, looked up at each call. */
+  /**
+  The underlying fetch. Default: `globalThis.fetch`, looked up at each call. It receives
+  `(input, init)` as `window.fetch` does: the caller's input unchanged and an `init` whose
+  `headers` carry `Authorization`; a `Request` input is passed as a `Request`.
+  */
   fetch?: typeof fetch;
   /**
    * Extra origins that may receive the token, besides the broker's own `allowedOrigins` and the

@@ -23,7 +23,11 @@ refresh token never passes through app code. With `credentials: 'include'` and n
 token, it serves the httpOnly-cookie (backend-for-frontend) pattern.
 */
 export interface RefreshEndpoint {
-  /** The token endpoint, e.g. `'/auth/refresh-token'`. */
+  /**
+  The token endpoint, e.g. `'/auth/refresh-token'`. Resolved once, at creation, against the
+  page's base URL, and it must be on an allowed origin. The POST never follows a redirect (the
+  refresh token is in its body).
+  */
   url: string;
   /** `'form'` (default, `application/x-www-form-urlencoded` as OAuth 2.0 says) or `'json'`. */
   body?: 'json' | 'form';
@@ -56,8 +60,19 @@ export interface TokenBrokerOptions {
   refreshRetries?: number;
   /** Called once when the session ends (the refresh token was rejected): time to show the login. */
   onSessionExpired?: (error: TokenBrokerError) => void;
-  /** Origins besides the page's own that may receive the `Authorization` header, e.g. `['https://api.example.com']`. */
+  /**
+  Origins besides the page's own that may receive the `Authorization` header, e.g.
+  `['https://api.example.com']`. Each must be exactly an origin (`scheme://host[:port]`, no path).
+  Required where there is no page (Node, SSR): without it no request could carry the token.
+  */
   allowedOrigins?: string[];
+  /**
+  Revoke the refresh token at the server when {@link TokenBroker.logout} is called (RFC 7009):
+  a form POST of `token=<refresh token>&token_type_hint=refresh_token` (in cookie mode, the
+  refresh endpoint's `credentials` carry the cookie). Best effort, bounded by `refreshTimeoutMs`.
+  Like `refresh.url`, the URL is resolved at creation and must be on an allowed origin.
+  */
+  revoke?: { url: string };
   /**
   The token family's name (default `'default'`): brokers of one origin with the same name share
   tokens across tabs, a lock and a storage key (`token-broker:<name>`).
@@ -118,26 +133,45 @@ export interface TokenBroker {
   /**
   Report that a request sent with `token` got 401. Resolves with the token to replay with: for
   a late 401 (an older token) the current one, with no refresh; for the current token, the new
-  one after a single shared refresh. `signal` aborts only this caller's wait (`ABORTED`).
+  one after a single shared refresh. A token of an earlier session (before the last `logout()`
+  or `setTokens()`) rejects with `LOGGED_OUT`: that request must not be replayed. `signal`
+  aborts only this caller's wait (`ABORTED`). A `token` that is not a string rejects with a `TypeError`.
   */
   tokenRejected(token: string, options?: { signal?: AbortSignal | null }): Promise<string>;
   /** Whether a 401 with this `WWW-Authenticate` deserves a refresh (bare or `invalid_token`: yes; `insufficient_scope`: no). */
   shouldRefreshOn401(wwwAuthenticate?: string | null): boolean;
   /** Whether `origin` may receive the token: the page's own origin or one in `allowedOrigins`. */
   allowsOrigin(origin: string): boolean;
-  /** Adopt tokens from outside (after login). A running refresh is discarded; its waiters get these. */
+  /**
+  Adopt tokens from outside (after login). Starts a new session: a running refresh is discarded,
+  calls waiting for a token get these, and 401s of requests sent with the earlier session's token
+  reject with `LOGGED_OUT`. Throws `INVALID_TOKEN_RESPONSE` naming the bad field, `DISPOSED` after `dispose()`.
+  */
   setTokens(tokens: TokenSet): void;
-  /** Forget the tokens; waiting calls reject with `LOGGED_OUT`; a running refresh can never revive the session. */
-  logout(): void;
-  /** Stop: waiting calls reject with `DISPOSED`, timers stop. `free()` does the same and releases the memory. */
+  /**
+  Forget the tokens; waiting calls reject with `LOGGED_OUT`; a running refresh can never revive
+  the session. With `revoke`, resolves once the server was told (or after `refreshTimeoutMs`);
+  never rejects.
+  */
+  logout(): Promise<void>;
+  /** Stop: waiting calls reject with `DISPOSED`, timers stop, later calls reject with `DISPOSED`. Call it when a Node script is done. */
   dispose(): void;
-  /** Same as {@link TokenBroker.dispose}, then releases the WebAssembly memory. */
+  /** Same as {@link TokenBroker.dispose}; the memory is released when the broker is garbage-collected. */
   free(): void;
+  /** The origins that may receive the token: the page's own and `allowedOrigins`. */
+  readonly allowedOrigins: string[];
+  /**
+  For the adapters: the current token `t` and until when it may be used without asking
+  (`Date.now() < w && performance.now() < m`). Written by the broker after every change; `t` is
+  `undefined` whenever a call must go through {@link TokenBroker.getAccessToken}. Read-only.
+  */
+  readonly fastPath: { readonly t?: string; readonly w: number; readonly m: number };
   /** `'anonymous'` (no tokens), `'valid'`, `'refreshing'`, or `'expired'` (log in again). */
   readonly state: 'anonymous' | 'valid' | 'refreshing' | 'expired';
   /** Grows by one with every token set adopted. */
   readonly generation: number;
-  addEventListener(type: TokenBrokerEventType, listener: (event: TokenBrokerEvent) => void): void;
+  /** Listens to an event; returns a function that removes the listener. */
+  addEventListener(type: TokenBrokerEventType, listener: (event: TokenBrokerEvent) => void): () => void;
   removeEventListener(type: TokenBrokerEventType, listener: (event: TokenBrokerEvent) => void): void;
 }
 
@@ -155,9 +189,11 @@ export function createTokenBroker(options: TokenBrokerOptions): Promise<TokenBro
 
 /**
 Loads the module from a custom source. Only needed where `token_broker_bg.wasm` next to the
-package cannot be fetched (Node, strict CSP, a CDN).
+package cannot be fetched (strict CSP, a CDN); Node reads it from disk by itself. Rejects with
+`LOAD_FAILED` (the source tried, the cause, and what to do); a later call tries again.
 @example
-await initTokenBroker(await readFile(require.resolve('token-broker/token_broker_bg.wasm')));
+import { readFile } from 'node:fs/promises';
+await initTokenBroker(await readFile(new URL(import.meta.resolve('token-broker/token_broker_bg.wasm'))));
 */
 export function initTokenBroker(
   source?: BufferSource | Response | WebAssembly.Module | URL | string | Promise<Response>,
@@ -173,7 +209,8 @@ export type TokenBrokerErrorCode =
   | 'INVALID_OPTIONS'
   | 'INVALID_TOKEN_RESPONSE'
   | 'LOGGED_OUT'
-  | 'DISPOSED';
+  | 'DISPOSED'
+  | 'LOAD_FAILED';
 
 /**
 The error every broker failure is, with a stable `code` and the original failure as `cause`.
