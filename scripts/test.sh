@@ -21,6 +21,9 @@ echo "== ring 3: package build (and the reference server the browser tests start
 node scripts/build.mjs
 cargo build --release --quiet -p token-server
 
+echo "== ring 3a: size budget (gzip -9 of everything shipped)"
+node scripts/size-budget.mjs
+
 echo "== ring 4: JS tests in real Chromium (node --test)"
 shopt -s nullglob
 files=(tests/browser/*.test.mjs)
