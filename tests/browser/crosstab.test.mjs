@@ -212,3 +212,28 @@ test('no navigator.locks: still one refresh per tab, nothing hangs', T, async ()
   const calls = after.refresh_calls - before.refresh_calls;
   assert.ok(calls >= 1 && calls <= 2, `at most one refresh per tab (saw ${calls})`);
 });
+
+test('security rules case 11 across two tabs: invalid_grant clears every tab, once, with no retry', T, async () => {
+  await h.control('config', { access_ttl: 60 });
+  const a = await openTab({ login: true });
+  const b = await openTab();
+  assert.equal((await state(b)).state, 'valid', 'B joined the session');
+  await h.control('fault', { kind: 'invalid_grant', count: 5 });
+  const before = await h.stats();
+  // A's token is rejected: A refreshes, the server says invalid_grant.
+  const aCode = await a.evaluate(async () => window.b.tokenRejected(await window.b.getAccessToken()).then(() => 'ok', (e) => e.code));
+  await sleep(300); // the broadcast has reached B
+  const bOut = await b.evaluate(async () => ({
+    state: window.b.state,
+    code: await window.b.getAccessToken().then(() => 'ok', (e) => e.code),
+    expired: window.events.filter((e) => e === 'expired').length,
+  }));
+  const aOut = await a.evaluate(() => ({ state: window.b.state, expired: window.events.filter((e) => e === 'expired').length }));
+  const after = await h.stats();
+  assert.equal(aCode, 'SESSION_EXPIRED');
+  assert.deepEqual(bOut, { state: 'expired', code: 'SESSION_EXPIRED', expired: 1 });
+  assert.deepEqual(aOut, { state: 'expired', expired: 1 });
+  assert.equal(after.refresh_calls - before.refresh_calls, 1, 'one attempt, no retry in any tab');
+  const stored = await Promise.all([a, b].map((t) => t.evaluate(() => sessionStorage.getItem('token-broker:xt'))));
+  assert.deepEqual(stored, [null, null], 'tokens cleared in every tab');
+});

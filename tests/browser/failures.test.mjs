@@ -163,3 +163,23 @@ for (const client of CLIENTS) {
     assert.equal(delta.unauthorized_sent, 0);
   });
 }
+
+for (const client of CLIENTS) {
+  test(`${client}: security rules case 16, client clock 10 minutes slow → the 401 path covers it with one refresh`, T, async () => {
+    const { delta, result } = await h.measure(() => h.run(async ([c, paths]) => {
+      // The page's clock runs 10 minutes behind; the server has already expired the token the
+      // broker still believes valid (its proactive refresh would come late).
+      const real = Date.now;
+      Date.now = () => real() - 600_000;
+      try {
+        await tb.start({ mode: 'server-expired' });
+        return await Promise.all(paths.map((p) => tb.call(c, 'GET', p)));
+      } finally {
+        Date.now = real;
+      }
+    }, [client, DASH]));
+    assert.ok(result.every((r) => r.ok), JSON.stringify(result));
+    assert.equal(delta.refresh_calls, 1);
+    assert.equal(delta.api_ok, 4);
+  });
+}
