@@ -2,8 +2,9 @@ import { defineConfig } from 'vite';
 import vue from '@vitejs/plugin-vue';
 
 // `npm run build` is all the demo needs (the reference server serves dist/).
-// `npm run dev` works too: start the server (`npm run server -- --port 8080 --test-controls` at the
-// repository root) and Vite proxies the API to it.
+// `npm run dev` works too: start the server (`npm run server -- --port 8080 --test-controls
+// --cors-origin http://localhost:5173` at the repository root) and Vite proxies the API to it. The
+// proxy forwards the page's Origin, and the server only allows its own origins unless told more.
 const target = process.env.TOKEN_SERVER ?? 'http://127.0.0.1:8080';
 const api = ['/auth', '/statistics', '/other-statistics', '/event-more-statistics', '/final-statistics', '/__control'];
 
