@@ -228,12 +228,20 @@ struct Minted {
 }
 
 /// What the step that produced a batch of effects was, for judging them.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Default)]
 struct Ctx {
     /// The flight ended by this step ends this way.
     end: Option<End>,
     /// This step reported a transient failure of this attempt: a retry may follow.
     retry_of: Option<(u64, u32)>,
+    /// A refresh succeeded: a set without a refresh token keeps the one presented.
+    keep_refresh: bool,
+    /// The refresh token this step's successful refresh rotated away.
+    spends: Option<String>,
+    /// A 401 for an older token of this session: it must not refresh on its own.
+    older_401: bool,
+    /// Why the flight this step started started (its `RefreshStart` precedes its `Refresh`).
+    reason: Option<RefreshReason>,
 }
 
 struct Model {
@@ -259,6 +267,15 @@ struct Model {
     offered: Option<(String, Option<String>)>,
     session: u64,
     adoptions: u64,
+    /// The refresh token the broker should present next (RFC 6749 §6: a refresh response
+    /// without one keeps the previous one; a new session or another tab's set replaces it).
+    rt_current: Option<String>,
+    /// Refresh tokens a successful refresh replaced: presenting one again is reuse.
+    spent: BTreeSet<String>,
+    /// When the last refresh that no 401 asked for went out.
+    last_unasked: Option<Now>,
+    /// Access tokens a 401 rejected: never handed out again.
+    rejected: BTreeSet<String>,
     generation: u64,
     epoch: u64,
     disposed: bool,
@@ -294,6 +311,10 @@ impl Model {
             offered: None,
             session: 0,
             adoptions: 0,
+            rt_current: None,
+            spent: BTreeSet::new(),
+            last_unasked: None,
+            rejected: BTreeSet::new(),
             generation: 0,
             epoch: 0,
             disposed: false,
@@ -334,6 +355,7 @@ impl Model {
             Get::Ready(t) => {
                 ensure!(!called.get(), "a waiter was taken for a Ready answer");
                 ensure!(Some(t.as_str()) == self.b.access_token(), "Ready({t}) is not the current token");
+                ensure!(!self.rejected.contains(t), "Ready({t}) after a 401 rejected it");
                 ensure!(self.access.get(t).is_some_and(|m| m.session == self.session), "Ready({t}) from another session");
             }
             Get::Fail(_) => ensure!(!called.get(), "a waiter was taken for a failure"),
@@ -348,7 +370,15 @@ impl Model {
         let mut ctx = Ctx::default();
         let fx = match s {
             Step::Get => self.join(false, |b, now, w| b.get_token(now, w))?.1,
-            Step::Rejected(kind) => self.rejected(kind)?,
+            Step::Rejected(kind) => {
+                let marked = self.b.current.as_ref().map(|c| c.rejected);
+                let (fx, older) = self.rejected(kind)?;
+                if older {
+                    ctx.older_401 = true;
+                    ensure!(self.b.current.as_ref().map(|c| c.rejected) == marked, "a late 401 marked the current token");
+                }
+                fx
+            }
             Step::Finish(p, outcome) => {
                 let (flight, attempt, current) = self.pick(*p);
                 let outcome = match outcome {
@@ -357,6 +387,10 @@ impl Model {
                 };
                 if current {
                     ctx.end = Some(if outcome.is_ok() { End::Succeeded } else { End::Failed });
+                    if let Ok(set) = &outcome {
+                        ctx.keep_refresh = true;
+                        ctx.spends = set.refresh.as_ref().and_then(|_| self.flights[&flight].refresh_token.clone());
+                    }
                     if let Err(Failure::Transient { .. }) = outcome {
                         ctx.retry_of = Some((flight, attempt));
                     }
@@ -381,6 +415,7 @@ impl Model {
                 ctx.end = Some(End::Failed);
                 let fx = self.b.flight_timed_out(flight, self.now);
                 ensure!(current || fx.is_empty(), "a stale deadline did something: {fx:?}");
+                ensure!(self.b.flight.as_ref().is_none_or(|f| f.id != flight), "flight {flight} outlived its deadline");
                 fx
             }
             Step::Abort { live, idx, raw } => {
@@ -469,12 +504,14 @@ impl Model {
         self.check_fresh()
     }
 
-    fn rejected(&mut self, kind: &Tok) -> Result<Fx, TestCaseError> {
+    /// Returns the effects and whether the token was an older one of this session.
+    fn rejected(&mut self, kind: &Tok) -> Result<(Fx, bool), TestCaseError> {
         let current = self.b.access_token().map(str::to_owned);
         let older: Vec<&String> =
             self.adopted.iter().filter(|t| self.access[*t].session == self.session && Some(*t) != current.as_ref()).collect();
         let earlier: Vec<&String> = self.adopted.iter().filter(|t| self.access[*t].session < self.session).collect();
         let unknown = |s: &str| format!("unknown-{s}");
+        let is_older = matches!(kind, Tok::Older(_)) && !older.is_empty();
         let (token, dead) = match kind {
             Tok::Current => match &current {
                 Some(t) => (t.clone(), false),
@@ -487,12 +524,15 @@ impl Model {
         };
         let closed = self.b.closed_error();
         let (get, fx) = self.join(true, |b, now, w| b.token_rejected(&token, now, w))?;
+        if matches!(kind, Tok::Current) && closed.is_none() {
+            self.rejected.insert(token.clone());
+        }
         if dead {
             // A 401 of no live session: never replayed, never a refresh, nothing to publish.
             let want = Get::Fail(closed.unwrap_or(BrokerError::LoggedOut));
             ensure!(get == want && fx.is_empty(), "401 for dead token {token}: {get:?} {fx:?}");
         }
-        Ok(fx)
+        Ok((fx, is_older))
     }
 
     /// The (flight, attempt) a finish or timeout reports, and whether it is the current one.
@@ -520,7 +560,7 @@ impl Model {
         }
     }
 
-    fn apply(&mut self, fx: Fx, ctx: Ctx) -> Result<(), TestCaseError> {
+    fn apply(&mut self, fx: Fx, mut ctx: Ctx) -> Result<(), TestCaseError> {
         for e in fx {
             match e {
                 Effect::Refresh { flight, attempt, refresh_token, delay_ms } => {
@@ -530,6 +570,23 @@ impl Model {
                     }
                     if attempt == 0 {
                         ensure!(self.open.is_none(), "flight {flight} started while {:?} is open", self.open);
+                        ensure!(refresh_token == self.rt_current, "presented {refresh_token:?}, not {:?}", self.rt_current);
+                        if let Some(rt) = &refresh_token {
+                            ensure!(!self.spent.contains(rt), "spent refresh token {rt} presented again");
+                        }
+                        match ctx.reason.take() {
+                            None => return Err(TestCaseError::fail(format!("flight {flight} without RefreshStart"))),
+                            Some(RefreshReason::Rejected) => ensure!(delay_ms == 0.0, "a 401 refresh waits {delay_ms}"),
+                            Some(_) => {
+                                // Refreshes no 401 asked for go out at most once per interval.
+                                if let Some(last) = self.last_unasked {
+                                    let gap = self.now.since(last) + delay_ms;
+                                    ensure!(gap >= MIN_REFRESH_INTERVAL_MS - 1e-6, "unasked refreshes {gap} ms apart");
+                                }
+                                let d = delay_ms;
+                                self.last_unasked = Some(Now { wall_ms: self.now.wall_ms + d, mono_ms: self.now.mono_ms + d });
+                            }
+                        }
                         ensure!(flight > self.last_flight, "flight ids must grow: {flight} after {}", self.last_flight);
                         self.open = Some(flight);
                         self.last_flight = flight;
@@ -568,6 +625,7 @@ impl Model {
                         return Err(TestCaseError::fail(format!("resolved with unknown token {token}")));
                     };
                     ensure!(Some(token.as_str()) == self.b.access_token(), "resolved with {token}, not the current token");
+                    ensure!(!self.rejected.contains(&token), "resolved with {token} after a 401 rejected it");
                     ensure!(m.session == self.session && m.epoch == self.b.epoch(), "resolved with {token} of an earlier epoch");
                     for w in waiters {
                         ensure!(!self.logged_out.contains(&w), "waiter {w} resolved after a logout");
@@ -584,11 +642,17 @@ impl Model {
                     self.adoptions += 1;
                     ensure!(generation == self.b.generation(), "Tokens event for {generation}");
                     let (a, r) = self.offered.take().expect("a Tokens event without an offered set");
+                    self.rt_current = if ctx.keep_refresh { r.clone().or(self.rt_current.take()) } else { r.clone() };
+                    self.spent.extend(ctx.spends.take());
                     self.access.insert(a.clone(), Minted { session: self.session, epoch: self.b.epoch() });
                     self.adopted.push(a);
                     if let Some(r) = r {
                         self.refresh.insert(r, self.session);
                     }
+                }
+                Effect::Emit(Event::RefreshStart { reason }) => {
+                    ensure!(!(ctx.older_401 && reason == RefreshReason::Rejected), "a late 401 started a refresh");
+                    ctx.reason = Some(reason);
                 }
                 Effect::Emit(_) => {}
                 Effect::Schedule(s) => ensure!(s.is_none_or(|ms| ms.is_finite() && ms >= 0.0), "schedule {s:?}"),
@@ -621,6 +685,9 @@ impl Model {
         ensure!(e > self.epoch || g >= self.generation, "generation went back: {g} after {} in epoch {e}", self.generation);
         ensure!(g <= MAX_COUNT && e <= MAX_COUNT, "counters beyond 2^53: {g}/{e}");
         (self.generation, self.epoch) = (g, e);
+        if self.b.access_token().is_none() {
+            self.rt_current = None;
+        }
         // The model's live waiters are exactly the flight's: none dropped without an effect.
         let inside: BTreeSet<(u32, u32)> =
             self.b.flight.iter().flat_map(|f| f.waiters.iter().map(|(id, w, _)| (*w, *id))).collect();
@@ -644,6 +711,7 @@ impl Model {
         let Some(f) = self.b.fresh() else { return Ok(()) };
         let (token, uw, um) = (f.token.to_owned(), f.until_wall_ms, f.until_mono_ms);
         ensure!(!uw.is_nan() && !um.is_nan(), "NaN fresh deadline");
+        ensure!(!self.rejected.contains(&token), "fresh() offers {token} after a 401 rejected it");
         let n = self.now;
         let below = |until: f64, or: f64| if until.is_finite() { next_down(until) } else { or };
         let probes = [
