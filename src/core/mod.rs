@@ -8,6 +8,7 @@ mod error;
 mod expiry;
 mod policy;
 mod token;
+#[cfg(test)] #[path = "parsers_props.rs"] mod parsers_props;
 
 pub use broker::{Broker, Config, Effect, Event, Fresh, Get, RefreshReason, Shared, State, MIN_REFRESH_INTERVAL_MS};
 pub use error::BrokerError;

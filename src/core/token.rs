@@ -101,7 +101,9 @@ pub fn parse_token_set(
             _ => None,
         },
     };
-    Ok(TokenSet { access, refresh, lifetime_ms })
+    // Past f64's range (expires_in of 1.8e305 s, JWT claims as far apart) the lifetime is as good
+    // as unknown, and an infinite expiry would not survive the trip to another tab.
+    Ok(TokenSet { access, refresh, lifetime_ms: lifetime_ms.filter(|l| l.is_finite()) })
 }
 
 /// The largest generation or epoch a message or record may carry: 2^53, where JS numbers stop
