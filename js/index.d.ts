@@ -74,6 +74,12 @@ export interface TokenBrokerOptions {
   */
   revoke?: { url: string };
   /**
+  `true` logs one structured line per decision to `console.debug` (refresh start and why, its end
+  and how many waiters it settled, late 401s absorbed, tokens adopted, here or from another tab);
+  a function receives each entry instead. Never a token. Off by default.
+  */
+  debug?: boolean | ((entry: TokenBrokerDebugEntry) => void);
+  /**
   The token family's name (default `'default'`): brokers of one origin with the same name share
   tokens across tabs, a lock and a storage key (`token-broker:<name>`).
   */
@@ -91,6 +97,37 @@ export interface TokenBrokerOptions {
   `storageerror` event.
   */
   storage?: 'memory' | 'session' | 'local' | TokenStorage;
+}
+
+/** One `debug` line. */
+export interface TokenBrokerDebugEntry {
+  /** What happened, e.g. `'refresh started'`, `'refresh failed'`, `'late 401 absorbed without a refresh'`. */
+  event: string;
+  /** Why: a refresh's reason (`'expiring'`, `'rejected'`, `'proactive'`, `'anonymous'`) or a failure's code. */
+  why?: string;
+  generation: number;
+  /** Callers waiting for the refresh in flight. */
+  waiting: number;
+  /** Callers this decision resolved or rejected. */
+  settled?: number;
+}
+
+/**
+The session as a view shows it ({@link TokenBroker.getSession}). Frozen; the same object until
+something in it changes.
+*/
+export interface TokenBrokerSession {
+  readonly status: 'anonymous' | 'valid' | 'refreshing' | 'expired';
+  /** Tokens held and the session not ended (a refresh may be running). */
+  readonly isAuthenticated: boolean;
+  readonly generation: number;
+  /** When the access token expires (epoch ms), or `null` when unknown. */
+  readonly expiresAt: number | null;
+  /**
+  The access token's JWT payload, decoded but **not verified** (a browser cannot verify it: show
+  it, never base an authorization decision on it), or `null` for an opaque token.
+  */
+  readonly claims: Readonly<Record<string, unknown>> | null;
 }
 
 /** A custom storage: values are strings (JSON). Methods may be async. */
@@ -170,6 +207,10 @@ export interface TokenBroker {
   readonly state: 'anonymous' | 'valid' | 'refreshing' | 'expired';
   /** Grows by one with every token set adopted. */
   readonly generation: number;
+  /** The current session snapshot: the same object until something in it changes (safe for `useSyncExternalStore`). */
+  getSession(): TokenBrokerSession;
+  /** Calls `listener` with the new snapshot whenever the session changes; returns the unsubscribe function. */
+  subscribe(listener: (session: TokenBrokerSession) => void): () => void;
   /** Listens to an event; returns a function that removes the listener. */
   addEventListener(type: TokenBrokerEventType, listener: (event: TokenBrokerEvent) => void): () => void;
   removeEventListener(type: TokenBrokerEventType, listener: (event: TokenBrokerEvent) => void): void;

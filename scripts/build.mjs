@@ -5,20 +5,24 @@
 // `__wbg_new_with_str_and_init_d9f6b5611184e16b`, ~6 KB) are minified by wasm-opt and the JS glue is
 // rewritten to match, and every shipped .js is minified with esbuild. The .d.ts files keep the docs.
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { transformSync } from 'esbuild';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const pkg = join(root, 'pkg');
+// Built in a staging folder and moved into place at the end: a test or bench that copies pkg/
+// while a build runs never sees a module and a glue from two different builds.
+const finalPkg = join(root, 'pkg');
+const pkg = join(root, 'target', 'pkg-staging');
+rmSync(pkg, { recursive: true, force: true });
 // The features rustc's wasm32 target emits (a rename pass must not add or drop any).
 const WASM_FEATURES = ['--enable-bulk-memory', '--enable-nontrapping-float-to-int', '--enable-reference-types',
   '--enable-multivalue', '--enable-sign-ext', '--enable-mutable-globals'];
 const env = { ...process.env, PATH: `${join(root, 'node_modules/.bin')}:${process.env.HOME}/.cargo/bin:${process.env.PATH}` };
 
-execFileSync('wasm-pack', ['build', '--target', 'web', '--release', '--no-pack', '--out-dir', 'pkg', '--out-name', 'token_broker'],
+execFileSync('wasm-pack', ['build', '--target', 'web', '--release', '--no-pack', '--out-dir', 'target/pkg-staging', '--out-name', 'token_broker'],
   { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] });
 
 minifyNames(join(pkg, 'token_broker_bg.wasm'), join(pkg, 'token_broker.js'));
@@ -40,7 +44,10 @@ manifest.version = version;
 writeFileSync(join(pkg, 'package.json'), JSON.stringify(manifest, null, 2) + '\n');
 for (const f of manifest.files) if (!existsSync(join(pkg, f))) throw new Error(`pkg/${f} is missing`);
 
-const gz = (f) => gzipSync(readFileSync(join(pkg, f)), { level: 9 }).length;
+rmSync(finalPkg, { recursive: true, force: true });
+renameSync(pkg, finalPkg);
+
+const gz = (f) => gzipSync(readFileSync(join(finalPkg, f)), { level: 9 }).length;
 const shipped = manifest.files.filter((f) => f.endsWith('.js') || f.endsWith('.wasm'));
 const sizes = Object.fromEntries(shipped.map((f) => [f, gz(f)]));
 console.log(`built pkg/ (token-broker ${version}); gzip -9 bytes:`, JSON.stringify(sizes),

@@ -391,6 +391,22 @@ impl<W> Broker<W> {
         self.current.as_ref().and_then(|c| c.set.refresh.as_deref())
     }
 
+    /// When the current access token expires on the wall clock (ms), if its lifetime is known.
+    pub fn expires_at_wall_ms(&self) -> Option<f64> {
+        let c = self.current.as_ref()?;
+        c.set.lifetime_ms.map(|l| c.received.wall_ms + l)
+    }
+
+    /// Whether there is a live session: tokens held, not expired, not disposed (a refresh may run).
+    pub fn is_authenticated(&self) -> bool {
+        self.current.is_some() && self.closed_error().is_none()
+    }
+
+    /// How many callers wait for the refresh in flight.
+    pub fn waiting(&self) -> usize {
+        self.flight.as_ref().map_or(0, |f| f.waiters.len())
+    }
+
     /// Whether `dispose()` was called.
     pub fn is_disposed(&self) -> bool {
         self.disposed

@@ -780,3 +780,23 @@ fn nothing_is_published_while_a_call_would_wait() {
     b.dispose();
     assert_eq!(b.fresh(), None);
 }
+
+#[test]
+fn session_facts_follow_the_transitions() {
+    let mut b = B::new(Config::default());
+    assert!(!b.is_authenticated());
+    assert_eq!(b.expires_at_wall_ms(), None);
+    b.set_tokens(set("a1", Some("r1"), Some(60.0)), at(0.0));
+    assert!(b.is_authenticated());
+    assert_eq!(b.expires_at_wall_ms(), Some(T0 + 60_000.0));
+    b.token_rejected("a1", at(1.0), || 0);
+    b.get_token(at(2.0), || 1);
+    assert_eq!((b.state(), b.is_authenticated(), b.waiting()), (State::Refreshing, true, 2));
+    let f = b.next_flight;
+    b.attempt_finished(f, 0, Err(Failure::Terminal), at(3.0));
+    assert_eq!((b.state(), b.is_authenticated(), b.waiting()), (State::Expired, false, 0));
+    b.set_tokens(set("a2", None, None), at(4.0));
+    assert_eq!((b.is_authenticated(), b.expires_at_wall_ms()), (true, None));
+    b.dispose();
+    assert!(!b.is_authenticated());
+}

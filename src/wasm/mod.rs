@@ -21,7 +21,7 @@ use web_sys::{AbortController, AbortSignal, EventTarget, RequestCredentials};
 
 use crate::core::{self, Broker, BrokerError, Config, Effect, Event, Get};
 use js::{get, invalid_option, js_error, now, own, promise, set, spawn, token_set, type_error, type_name, Timer};
-use options::{check_keys, number_option, origins, page_origin, refresh_source, revoke_endpoint, Endpoint, RefreshSource, OPTION_KEYS};
+use options::{check_keys, debug_sink, number_option, origins, page_origin, refresh_source, revoke_endpoint, Endpoint, RefreshSource, OPTION_KEYS};
 use refresh::run_attempt;
 
 pub(crate) type Settled = Result<JsValue, JsValue>;
@@ -49,7 +49,18 @@ pub(crate) struct Inner {
     tabs: tabs::Tabs,
     /// `tokens` was given: it wins over whatever storage holds.
     has_initial_tokens: bool,
+    /// The session snapshot `getSession()` returns, and what it was made from: a new object only
+    /// when something a view shows changed (React's `useSyncExternalStore` needs a stable identity).
+    session: RefCell<(SessionKey, JsValue)>,
+    /// The decoded claims of the current access token, by token.
+    claims: RefCell<(String, JsValue)>,
+    subscribers: RefCell<Vec<Function>>,
+    /// The `debug` sink; `None` (the default) costs one check per transition.
+    debug: Option<Function>,
 }
+
+/// What a session snapshot shows: status, generation, epoch, expiry and which token (by hash).
+type SessionKey = (u8, u64, u64, u64, u64);
 
 impl Inner {
     /// The token as a JS string, encoded once per token rather than once per call. Keyed by the
@@ -67,6 +78,82 @@ impl Inner {
                 v
             }
         }
+    }
+
+    fn session_key(&self) -> SessionKey {
+        let c = self.core.borrow();
+        let expires = c.expires_at_wall_ms().map_or(u64::MAX, f64::to_bits);
+        let token = c.access_token().map_or(0, |t| t.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)));
+        (c.state() as u8 | (u8::from(c.is_authenticated()) << 4), c.generation(), c.epoch(), expires, token)
+    }
+
+    /// Rebuilds the session snapshot if what it shows changed; `true` when it did.
+    fn sync_session(&self) -> bool {
+        let key = self.session_key();
+        if self.session.borrow().0 == key {
+            return false;
+        }
+        let (status, authenticated, generation, expires_at, token) = {
+            let c = self.core.borrow();
+            (c.state().as_str(), c.is_authenticated(), c.generation(), c.expires_at_wall_ms(), c.access_token().map(String::from))
+        };
+        let o = Object::new();
+        set(&o, "status", &JsValue::from_str(status));
+        set(&o, "isAuthenticated", &JsValue::from_bool(authenticated));
+        set(&o, "generation", &JsValue::from_f64(generation as f64));
+        set(&o, "expiresAt", &expires_at.map_or(JsValue::NULL, JsValue::from_f64));
+        set(&o, "claims", &self.claims_of(token));
+        let o = Object::freeze(&o);
+        *self.session.borrow_mut() = (key, o.into());
+        true
+    }
+
+    /// The access token's JWT payload, decoded (never verified), or `null`; frozen, cached per token.
+    fn claims_of(&self, token: Option<String>) -> JsValue {
+        let Some(mut token) = token else { return JsValue::NULL };
+        let mut cache = self.claims.borrow_mut();
+        if cache.0 != token {
+            let claims = js::jwt_payload(&token).map_or(JsValue::NULL, |p| Object::freeze(&p).into());
+            core::wipe(&mut cache.0);
+            *cache = (token.clone(), claims);
+        }
+        core::wipe(&mut token);
+        cache.1.clone()
+    }
+
+    fn notify_subscribers(&self) {
+        let snapshot = self.session.borrow().1.clone();
+        let targets: Vec<Function> = self.subscribers.borrow().clone();
+        for f in targets {
+            // A throwing subscriber must not break the broker or the others.
+            let _ = f.call1(&JsValue::UNDEFINED, &snapshot);
+        }
+    }
+
+    /// One structured debug entry per decision; never a token.
+    fn debug_entry(&self, ev: &Event, settled: usize) {
+        let Some(sink) = &self.debug else { return };
+        let o = Object::new();
+        let (what, why) = match ev {
+            Event::Tokens { .. } => ("tokens adopted", None),
+            Event::RefreshStart { reason } => ("refresh started", Some(reason.as_str())),
+            Event::RefreshEnd { error: None } => ("refresh succeeded", None),
+            Event::RefreshEnd { error: Some(e) } => ("refresh failed", Some(e.code())),
+            Event::Expired => ("session expired", None),
+            Event::Stale401 => ("late 401 absorbed without a refresh", None),
+            Event::Logout => ("logged out", None),
+        };
+        set(&o, "event", &JsValue::from_str(what));
+        if let Some(w) = why {
+            set(&o, "why", &JsValue::from_str(w));
+        }
+        let (generation, waiting) = { let c = self.core.borrow(); (c.generation(), c.waiting()) };
+        set(&o, "generation", &JsValue::from_f64(generation as f64));
+        set(&o, "waiting", &JsValue::from_f64(waiting as f64));
+        if settled > 0 {
+            set(&o, "settled", &JsValue::from_f64(settled as f64));
+        }
+        let _ = sink.call1(&JsValue::UNDEFINED, &o);
     }
 
     /// Publishes the core's fresh token and its deadlines to `fastPath`.
@@ -138,8 +225,15 @@ pub(crate) fn apply_with(inner: &Rc<Inner>, effects: Vec<Effect<Waiter>>, cause:
     if effects.is_empty() {
         return;
     }
-    // Every transition comes with effects: publish the fast path before any listener runs.
+    // Every transition comes with effects: publish the fast path and the session snapshot
+    // before any listener runs.
     inner.sync_fast();
+    let changed = inner.sync_session();
+    let settled = if inner.debug.is_some() {
+        effects.iter().map(|e| match e { Effect::Resolve { waiters, .. } | Effect::Reject { waiters, .. } => waiters.len(), _ => 0 }).sum()
+    } else {
+        0
+    };
     for effect in effects {
         match effect {
             Effect::Refresh { flight, attempt, refresh_token, delay_ms } => {
@@ -177,6 +271,7 @@ pub(crate) fn apply_with(inner: &Rc<Inner>, effects: Vec<Effect<Waiter>>, cause:
                 }
             }
             Effect::Emit(ev) => {
+                inner.debug_entry(&ev, settled);
                 inner.emit(&ev);
                 if ev == Event::Expired {
                     if let Some(f) = &inner.on_session_expired {
@@ -203,6 +298,9 @@ pub(crate) fn apply_with(inner: &Rc<Inner>, effects: Vec<Effect<Waiter>>, cause:
             Effect::Publish(shared) => inner.tabs.publish(&shared),
             Effect::PublishEnd { epoch, generation, logout } => inner.tabs.publish_end(epoch, generation, logout),
         }
+    }
+    if changed {
+        inner.notify_subscribers();
     }
 }
 
@@ -290,6 +388,7 @@ impl TokenBroker {
         };
         let storage = own(&options, "storage");
         let store = tabs::Store::from_option(&storage).map_err(|d| invalid_option(&[d]))?;
+        let debug = debug_sink(&own(&options, "debug"))?;
         // Shared storage without coordination would let two tabs spend one refresh token.
         let cross_tab = match own(&options, "crossTab") {
             v if v.is_undefined() => store.as_ref().is_some() && storage.as_string().as_deref() == Some("local"),
@@ -319,7 +418,12 @@ impl TokenBroker {
             fast: Object::new(),
             tabs: tabs::Tabs::new(&name, cross_tab, store),
             has_initial_tokens,
+            session: RefCell::new(((u8::MAX, 0, 0, 0, 0), JsValue::NULL)),
+            claims: RefCell::new((String::new(), JsValue::NULL)),
+            subscribers: RefCell::new(Vec::new()),
+            debug,
         });
+        inner.sync_session();
         install_wake_listener(&inner);
         tabs::listen(&inner);
         apply(&inner, initial);
@@ -479,6 +583,40 @@ impl TokenBroker {
     #[wasm_bindgen(getter, js_name = fastPath, unchecked_return_type = "{ readonly t?: string; readonly w: number; readonly m: number }")]
     pub fn fast_path(&self) -> Object {
         self.inner.fast.clone()
+    }
+
+    /// The session as a view shows it: `{ status, isAuthenticated, generation, expiresAt, claims }`,
+    /// frozen. The same object until something in it changes, so it can be handed to React's
+    /// `useSyncExternalStore` as is. `claims` is the access token's JWT payload, decoded but NOT
+    /// verified (the client cannot verify it; never base an authorization decision on it), or
+    /// `null` for opaque tokens. `expiresAt` is the access token's expiry (epoch ms) or `null`.
+    #[wasm_bindgen(
+        js_name = getSession,
+        unchecked_return_type = "{ readonly status: 'anonymous' | 'valid' | 'refreshing' | 'expired'; readonly isAuthenticated: boolean; readonly generation: number; readonly expiresAt: number | null; readonly claims: Readonly<Record<string, unknown>> | null }"
+    )]
+    pub fn get_session(&self) -> JsValue {
+        self.inner.session.borrow().1.clone()
+    }
+
+    /// Calls `listener(session)` whenever the session snapshot changes (see `getSession`).
+    /// Returns a function that unsubscribes.
+    #[wasm_bindgen(unchecked_return_type = "() => void")]
+    pub fn subscribe(&self, listener: JsValue) -> Result<JsValue, JsValue> {
+        let Ok(listener) = listener.clone().dyn_into::<Function>() else {
+            return Err(type_error(&["subscribe(listener): listener must be a function (got ", type_name(&listener), ")"]));
+        };
+        self.inner.subscribers.borrow_mut().push(listener.clone());
+        let weak = Rc::downgrade(&self.inner);
+        let mut once = Some(listener);
+        Ok(Closure::<dyn FnMut()>::new(move || {
+            if let (Some(inner), Some(l)) = (weak.upgrade(), once.take()) {
+                let mut subs = inner.subscribers.borrow_mut();
+                if let Some(i) = subs.iter().position(|f| *f == l) {
+                    subs.remove(i);
+                }
+            }
+        })
+        .into_js_value())
     }
 
     /// Listens to `'tokens'`, `'refreshstart'`, `'refreshend'`, `'expired'`, `'stale401'`,

@@ -21,7 +21,7 @@ pub(super) enum RefreshSource {
     Endpoint { endpoint: Endpoint, form: bool, headers: Vec<(String, String)> },
 }
 
-pub(super) const OPTION_KEYS: [&str; 11] = [
+pub(super) const OPTION_KEYS: [&str; 12] = [
     "refresh",
     "tokens",
     "leewaySeconds",
@@ -33,6 +33,7 @@ pub(super) const OPTION_KEYS: [&str; 11] = [
     "crossTab",
     "storage",
     "revoke",
+    "debug",
 ];
 
 /// Unknown keys are mistakes (a typo silently ignored is an hour lost).
@@ -182,4 +183,16 @@ pub(super) fn revoke_endpoint(v: &JsValue, source: &RefreshSource, allowed: &[St
 /// The page's origin, when there is a page (or a worker with a location).
 pub(super) fn page_origin() -> Option<String> {
     get(&get(&js_sys::global(), "location"), "origin").as_string().filter(|o| o != "null")
+}
+
+/// `debug: true` (console.debug) or a function that receives each entry; off by default.
+pub(super) fn debug_sink(v: &JsValue) -> Result<Option<Function>, JsValue> {
+    if v.is_undefined() || v.as_bool() == Some(false) {
+        return Ok(None);
+    }
+    if v.as_bool() == Some(true) {
+        let console = get(&js_sys::global(), "console");
+        return Ok(get(&console, "debug").dyn_into::<Function>().ok().map(|f| JsValue::from(f.bind1(&console, &JsValue::from_str("[token-broker]"))).unchecked_into::<Function>()));
+    }
+    v.clone().dyn_into::<Function>().map(Some).map_err(|_| invalid_option(&["debug must be true, false or a function (entry) => void (got ", type_name(v), ")"]))
 }
