@@ -24,6 +24,9 @@ cargo build --release --quiet -p token-server
 echo "== ring 3a: size budget (gzip -9 of everything shipped)"
 node scripts/size-budget.mjs
 
+echo "== ring 3b: the published package from the outside (tarball in a clean project; Node, Chromium, publint, attw)"
+node --test --test-concurrency=1 tests/package/*.test.mjs
+
 echo "== ring 4: JS tests in real Chromium (node --test)"
 shopt -s nullglob
 files=(tests/browser/*.test.mjs)
