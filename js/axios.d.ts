@@ -8,7 +8,7 @@
  *
  * @packageDocumentation
  */
-import type { AxiosInstance } from 'axios';
+import type { AxiosInstance, AxiosResponse } from 'axios';
 import type { TokenBroker } from './index.js';
 
 declare module 'axios' {
@@ -58,6 +58,19 @@ export interface AttachAxiosOptions {
   allowedOrigins?: string[];
   /** Which requests are replayed after a token-rejecting 401. Default `'all'`. */
   replay?: ReplayPolicy;
+  /**
+   * Recognises a rejected token inside a successful answer (GraphQL servers answer 200 with
+   * `errors[].extensions.code === 'UNAUTHENTICATED'`). `true` counts as a 401 of the sent token:
+   * the same single refresh and single replay. Asked only for requests that carried the token.
+   *
+   * @example
+   * ```ts
+   * attachAxios(api, broker, {
+   *   isAuthFailure: (res) => res.data?.errors?.some((e: any) => e.extensions?.code === 'UNAUTHENTICATED'),
+   * });
+   * ```
+   */
+  isAuthFailure?: (response: AxiosResponse) => boolean | Promise<boolean>;
 }
 
 /**

@@ -37,7 +37,11 @@ export function attachAxios(axiosInstance, broker, options) {
     throw new TypeError('attachAxios(instance, broker): instance must be an axios instance (axios or axios.create())');
   }
   assertBroker(broker, 'attachAxios');
-  const opts = readOptions(options, 'attachAxios', ['allowedOrigins', 'replay']);
+  const opts = readOptions(options, 'attachAxios', ['allowedOrigins', 'replay', 'isAuthFailure']);
+  const isAuthFailure = opts.isAuthFailure;
+  if (isAuthFailure !== undefined && typeof isAuthFailure !== 'function') {
+    throw new TypeError('attachAxios: options.isAuthFailure must be a function (response) => boolean | Promise<boolean>');
+  }
   const replay = opts.replay ?? 'all';
   const extra = originSet(opts.allowedOrigins, 'attachAxios');
   const brokerHas = brokerOrigins(broker);
@@ -70,27 +74,45 @@ export function attachAxios(axiosInstance, broker, options) {
     });
   };
 
+  // A 401 that a redirect brought from another origin says nothing about our token.
+  const fromAllowedOrigin = (request) => {
+    const finalUrl = request?.responseURL || request?.res?.responseUrl;
+    return !finalUrl || allowed(finalUrl);
+  };
+
   const onResponseError = async (error) => {
     const config = error?.config;
     const response = error?.response;
     if (!config || response?.status !== 401 || !config[SENT] || config[REPLAY] !== undefined) throw error;
     if (config.signal?.aborted) throw error;
-    // A 401 that a redirect brought from another origin says nothing about our token.
-    const finalUrl = error.request?.responseURL || error.request?.res?.responseUrl;
-    if (finalUrl && !allowed(finalUrl)) throw error;
+    if (!fromAllowedOrigin(error.request)) throw error;
     if (!broker.shouldRefreshOn401(headerGet(response.headers, 'www-authenticate') ?? null)) throw error;
+    return renewAndReplay(config, error);
+  };
+
+  // "Auth failure inside a 200" (GraphQL's UNAUTHENTICATED, a body error code): the app says so.
+  const onResponse = async (response) => {
+    const config = response?.config;
+    if (!config?.[SENT] || config[REPLAY] !== undefined || config.signal?.aborted) return response;
+    if (!fromAllowedOrigin(response.request) || !(await isAuthFailure(response))) return response;
+    return renewAndReplay(config, response, true);
+  };
+
+  /** The token of `config` was rejected: one shared refresh, then the single replay. */
+  async function renewAndReplay(config, failure, resolved = false) {
+    const fail = () => { if (resolved) return failure; throw failure; };
     const renewed = broker.tokenRejected(config[SENT], { signal: config.signal });
     if (!replayAllowed(replay, config.method, headerGet(config.headers, 'idempotency-key') != null)) {
       renewed.catch(() => {}); // later calls still get a fresh token; this one is not sent again
-      throw error;
+      return fail();
     }
     const token = await renewed;
     if (config.signal?.aborted) throw abortedError(config.signal); // no replay after an abort
     return axiosInstance.request({ ...config, [REPLAY]: token, [SENT]: undefined });
-  };
+  }
 
   const requestId = axiosInstance.interceptors.request.use(onRequest);
-  const responseId = axiosInstance.interceptors.response.use(undefined, onResponseError);
+  const responseId = axiosInstance.interceptors.response.use(isAuthFailure ? onResponse : undefined, onResponseError);
   return function detach() {
     axiosInstance.interceptors.request.eject(requestId);
     axiosInstance.interceptors.response.eject(responseId);

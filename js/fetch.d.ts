@@ -45,6 +45,20 @@ export interface AuthFetchOptions {
   allowedOrigins?: string[];
   /** Which requests are replayed after a token-rejecting 401. Default `'all'`. */
   replay?: ReplayPolicy;
+  /**
+   * Recognises a rejected token inside a non-401 answer (GraphQL servers answer 200 with
+   * `errors[].extensions.code === 'UNAUTHENTICATED'`). It gets a clone of the `Response` (the caller
+   * can still read the body); `true` counts as a 401 of the sent token: the same single refresh and
+   * single replay. Asked only for requests that carried the token.
+   *
+   * @example
+   * ```ts
+   * createAuthFetch(broker, {
+   *   isAuthFailure: async (res) => (await res.json()).errors?.some((e: any) => e.extensions?.code === 'UNAUTHENTICATED'),
+   * });
+   * ```
+   */
+  isAuthFailure?: (response: Response) => boolean | Promise<boolean>;
 }
 
 /**

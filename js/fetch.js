@@ -30,9 +30,13 @@ const hasHeader = (headers, name) => (headers instanceof Headers
 
 export function createAuthFetch(broker, options) {
   assertBroker(broker, 'createAuthFetch');
-  const opts = readOptions(options, 'createAuthFetch', ['allowedOrigins', 'replay', 'fetch']);
+  const opts = readOptions(options, 'createAuthFetch', ['allowedOrigins', 'replay', 'fetch', 'isAuthFailure']);
   if (opts.fetch !== undefined && typeof opts.fetch !== 'function') {
     throw new TypeError('createAuthFetch: options.fetch must be a function (input, init) => Promise<Response>');
+  }
+  const isAuthFailure = opts.isAuthFailure;
+  if (isAuthFailure !== undefined && typeof isAuthFailure !== 'function') {
+    throw new TypeError('createAuthFetch: options.isAuthFailure must be a function (response) => boolean | Promise<boolean>');
   }
   const replay = opts.replay ?? 'all';
   const extra = originSet(opts.allowedOrigins, 'createAuthFetch');
@@ -51,7 +55,8 @@ export function createAuthFetch(broker, options) {
     if (signal?.aborted) throw abortedError(signal);
     const headers = headersWith(init?.headers, token);
     const response = await send(input, { ...init, headers });
-    if (!mayRefresh(response)) return response;
+    const rejected = mayRefresh(response);
+    if (rejected === false || !(await rejected)) return response;
 
     const renewed = broker.tokenRejected(token, { signal });
     const method = String(init?.method ?? 'GET').toUpperCase();
@@ -65,11 +70,16 @@ export function createAuthFetch(broker, options) {
     return send(input, { ...init, headers: headersWith(init?.headers, next) }); // the one replay
   };
 
-  /** A 401 about our token: from an allowed origin (not one a redirect led to), worth a refresh. */
+  /**
+   * A rejection of our token: from an allowed origin (not one a redirect led to), a 401 worth a
+   * refresh, or what `isAuthFailure` recognises (it reads a clone; the caller keeps the body).
+   */
   function mayRefresh(response) {
-    if (response.status !== 401) return false;
+    // Synchronous unless isAuthFailure is consulted: the common 2xx costs no extra await.
+    if (response.status !== 401 && isAuthFailure === undefined) return false;
     if (response.url && !allowed(response.url)) return false;
-    return broker.shouldRefreshOn401(response.headers.get('WWW-Authenticate'));
+    if (response.status === 401) return broker.shouldRefreshOn401(response.headers.get('WWW-Authenticate'));
+    return Promise.resolve(isAuthFailure(response.clone())).then(Boolean);
   }
 
   // A Request object: its body can only be read once, so a copy is kept for the replay.
@@ -83,7 +93,8 @@ export function createAuthFetch(broker, options) {
     const spare = !isStreamed(init) && replayAllowed(replay, request.method, request.headers.has('Idempotency-Key'))
       ? request.clone() : null;
     const response = await send(request);
-    if (!mayRefresh(response)) return response;
+    const rejected = mayRefresh(response);
+    if (rejected === false || !(await rejected)) return response;
     const renewed = broker.tokenRejected(token, { signal: request.signal });
     if (!spare || request.signal.aborted) {
       renewed.catch(() => {});

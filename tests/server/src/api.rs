@@ -767,6 +767,9 @@ enum Endpoint {
     Stats(&'static str, i64),
     Orders,
     Scoped,
+    /// A GraphQL-style endpoint: a rejected token is a 200 with `errors[].extensions.code =
+    /// "UNAUTHENTICATED"`, as Apollo Server and most GraphQL servers answer.
+    Graphql,
 }
 
 fn endpoint_for(path: &str) -> Option<Endpoint> {
@@ -777,6 +780,7 @@ fn endpoint_for(path: &str) -> Option<Endpoint> {
         "/final-statistics" => Endpoint::Stats("final-statistics", 99),
         "/orders" => Endpoint::Orders,
         "/scoped" => Endpoint::Scoped,
+        "/graphql" => Endpoint::Graphql,
         _ => return None,
     })
 }
@@ -869,6 +873,18 @@ pub async fn protected(State(app): State<Arc<App>>, req: Request) -> Response {
                 "Bearer error=\"insufficient_scope\", error_description=\"requires scope admin\", scope=\"admin\"",
             );
             r
+        }
+        (Auth::Ok(c), Endpoint::Graphql) => {
+            app.lock().stats.api_ok += 1;
+            json_response(StatusCode::OK, json!({ "data": { "statistics": { "value": 42, "sub": c.sub, "gen": c.gen } } }))
+        }
+        (_, Endpoint::Graphql) => {
+            app.lock().stats.graphql_unauthenticated += 1;
+            info.outcome = Some("graphql_unauthenticated".into());
+            json_response(
+                StatusCode::OK,
+                json!({ "data": null, "errors": [{ "message": "the access token is missing, expired or invalid", "extensions": { "code": "UNAUTHENTICATED" } }] }),
+            )
         }
         _ => unauthorized(&auth),
     };

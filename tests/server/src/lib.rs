@@ -79,6 +79,7 @@ fn main_router(app: Arc<app::App>) -> Router {
         .route("/event-more-statistics", get(api::protected))
         .route("/final-statistics", get(api::protected))
         .route("/scoped", get(api::protected))
+        .route("/graphql", get(api::protected).post(api::protected))
         .route("/orders", post(api::protected))
         .route("/forbidden", any(api::forbidden));
     if app.cfg.test_controls {

@@ -293,6 +293,8 @@ pub struct Stats {
     pub reuse_detections: u64,
     pub revoked_families: u64,
     pub unauthorized_sent: u64,
+    /// `/graphql` answers that carried an UNAUTHENTICATED error inside a 200.
+    pub graphql_unauthenticated: u64,
     pub api_ok: u64,
     pub orders: u64,
     pub foreign_auth_headers: u64,
