@@ -16,12 +16,17 @@ let loading;
 // when it is garbage-collected.
 TokenBroker.prototype.free = function free() { this.dispose(); };
 
+const node = globalThis.process?.getBuiltinModule;
+
+/** A `file:` URL read from disk where the host can (Node: fetch cannot read files). */
+function fileBytes(source) {
+  const url = source instanceof URL ? source : typeof source === 'string' && source.startsWith('file:') ? new URL(source) : null;
+  return url?.protocol === 'file:' && typeof node === 'function' ? node('fs').readFileSync(node('url').fileURLToPath(url)) : source;
+}
+
 /** Where the default module comes from, as the host can read it. */
 async function defaultSource() {
-  const node = globalThis.process?.getBuiltinModule;
-  if (WASM.protocol === 'file:' && typeof node === 'function') {
-    return node('fs').readFileSync(node('url').fileURLToPath(WASM));
-  }
+  if (WASM.protocol === 'file:' && typeof node === 'function') return fileBytes(WASM);
   if (compiled) {
     try { return await compiled; } catch { /* a plain load below gives the real error */ }
   }
@@ -39,7 +44,9 @@ function hintFor(message) {
 }
 
 function loadFailed(tried, cause) {
-  const message = String(cause?.message ?? cause);
+  // Node's "fetch failed" keeps the reason (ECONNREFUSED, ENOENT, ...) one level down.
+  const inner = cause?.cause;
+  const message = String(cause?.message ?? cause) + (inner ? ` (${inner.code ?? inner.message ?? inner})` : '');
   return new TokenBrokerError('LOAD_FAILED',
     `Could not load the token-broker WebAssembly module from ${tried}: ${message}. ${hintFor(message)}`, { cause });
 }
@@ -58,7 +65,7 @@ const describe = (source) => {
  */
 export function initTokenBroker(source) {
   const attempt = (async () => {
-    const module_or_path = source === undefined ? await defaultSource() : source;
+    const module_or_path = source === undefined ? await defaultSource() : fileBytes(source);
     await init({ module_or_path });
   })().catch((e) => {
     if (loading === attempt) loading = undefined;

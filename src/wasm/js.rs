@@ -159,6 +159,15 @@ pub(crate) fn js_error(e: BrokerError, detail: Option<&str>, cause: &JsValue) ->
     err.into()
 }
 
+/// A `TokenBrokerError` whose whole message is `parts` joined (when the code's stock message
+/// would say the wrong thing, e.g. "the refresh returned" for a `setTokens` call).
+pub(crate) fn coded_error(e: BrokerError, parts: &[&str]) -> JsValue {
+    let err = js_sys::Error::new(&parts.concat());
+    err.set_name("TokenBrokerError");
+    set(&err, "code", &JsValue::from_str(e.code()));
+    err.into()
+}
+
 /// `INVALID_OPTIONS` with the parts of a message joined: `["refresh.url", " must be ..."]`.
 pub(crate) fn invalid_option(parts: &[&str]) -> JsValue {
     js_error(BrokerError::InvalidOptions, Some(&parts.concat()), &JsValue::UNDEFINED)

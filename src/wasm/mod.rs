@@ -521,7 +521,8 @@ impl TokenBroker {
             return Err(js_error(BrokerError::Disposed, Some("setTokens after dispose()"), &JsValue::UNDEFINED));
         }
         let offset = self.inner.core.borrow().server_offset_ms();
-        let set = token_set(&tokens, offset).map_err(|d| js_error(BrokerError::InvalidTokenResponse, Some(&["setTokens: ", &d].concat()), &JsValue::UNDEFINED))?;
+        let set = token_set(&tokens, offset)
+            .map_err(|d| js::coded_error(BrokerError::InvalidTokenResponse, &["setTokens: not a usable token set: ", &d]))?;
         let t = now();
         let fx = self.inner.core.borrow_mut().set_tokens(set, t);
         apply(&self.inner, fx);
