@@ -80,6 +80,13 @@ export interface TokenBrokerOptions {
   */
   debug?: boolean | ((entry: TokenBrokerDebugEntry) => void);
   /**
+  Stop refreshing in the background after this many ms without a call or reported activity
+  ({@link TokenBroker.touch}); the next call then refreshes on demand. Requests through the
+  adapters count as activity. In a cross-tab session the active tab keeps it alive for all:
+  tokens it refreshes reach every tab. Off by default (the session is kept alive while the page is open).
+  */
+  idleTimeoutMs?: number;
+  /**
   The token family's name (default `'default'`): brokers of one origin with the same name share
   tokens across tabs, a lock and a storage key (`token-broker:<name>`).
   */
@@ -202,11 +209,13 @@ export interface TokenBroker {
   (`Date.now() < w && performance.now() < m`). Written by the broker after every change; `t` is
   `undefined` whenever a call must go through {@link TokenBroker.getAccessToken}. Read-only.
   */
-  readonly fastPath: { readonly t?: string; readonly w: number; readonly m: number };
+  readonly fastPath: { readonly t?: string; readonly w: number; readonly m: number; a?: number };
   /** `'anonymous'` (no tokens), `'valid'`, `'refreshing'`, or `'expired'` (log in again). */
   readonly state: 'anonymous' | 'valid' | 'refreshing' | 'expired';
   /** Grows by one with every token set adopted. */
   readonly generation: number;
+  /** Reports user activity (input, navigation) for `idleTimeoutMs`. */
+  touch(): void;
   /** The current session snapshot: the same object until something in it changes (safe for `useSyncExternalStore`). */
   getSession(): TokenBrokerSession;
   /** Calls `listener` with the new snapshot whenever the session changes; returns the unsubscribe function. */

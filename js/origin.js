@@ -102,7 +102,11 @@ export function freshToken(broker) {
   const perf = globalThis.performance;
   return () => {
     const t = fast.t;
-    return t !== undefined && Date.now() < fast.w && perf.now() < fast.m ? t : undefined;
+    if (t === undefined || Date.now() >= fast.w) return undefined;
+    const m = perf.now();
+    if (m >= fast.m) return undefined;
+    fast.a = m; // a request is activity (idleTimeoutMs); the broker reads it when its timer fires
+    return t;
   };
 }
 

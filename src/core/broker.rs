@@ -86,11 +86,14 @@ pub struct Config {
     pub refresh_retries: u32,
     /// A broker without tokens may still refresh (httpOnly refresh cookie, backend-for-frontend).
     pub refresh_when_anonymous: bool,
+    /// No proactive refresh once this long has passed without a call or reported activity; the
+    /// next call then refreshes on demand. JS: `idleTimeoutMs`.
+    pub idle_timeout_ms: Option<f64>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { leeway_ms: 30_000.0, refresh_timeout_ms: 10_000.0, refresh_retries: 2, refresh_when_anonymous: false }
+        Config { leeway_ms: 30_000.0, refresh_timeout_ms: 10_000.0, refresh_retries: 2, refresh_when_anonymous: false, idle_timeout_ms: None }
     }
 }
 
@@ -313,6 +316,10 @@ pub struct Broker<W> {
     seen: Vec<u64>,
     /// When the last refresh that no 401 asked for started.
     last_unasked: Option<Now>,
+    /// The last call, login or activity the app reported (for `idle_timeout_ms`).
+    last_activity: Option<Now>,
+    /// The proactive timer was not re-armed because the session was idle.
+    parked: bool,
     /// Changes with every new epoch, even once the epoch number has saturated at [`MAX_COUNT`]
     /// and no longer tells two sessions apart.
     session: u64,
@@ -336,6 +343,8 @@ impl<W> Broker<W> {
             server_offset_ms: 0.0,
             seen: Vec::new(),
             last_unasked: None,
+            last_activity: None,
+            parked: false,
             session: 0,
         }
     }
@@ -450,6 +459,7 @@ impl<W> Broker<W> {
         if self.flight.is_some() {
             return (self.join(waiter, None), fx);
         }
+        self.note_activity(now, &mut fx);
         let cooling = self.cooldown_ms(now) > 0.0;
         let reason = match &self.current {
             None if self.may_refresh_anonymous => RefreshReason::Anonymous,
@@ -561,14 +571,34 @@ impl<W> Broker<W> {
         fx
     }
 
+    /// The app reports user activity (`broker.touch()`), or the adapters served a request from
+    /// the fast path at `at`: the session is not idle. Re-arms a timer parked by idleness.
+    pub fn touch(&mut self, at: Now) -> Vec<Effect<W>> {
+        let mut fx = Vec::new();
+        if self.closed_error().is_none() {
+            self.note_activity(at, &mut fx);
+        }
+        fx
+    }
+
     /// The proactive timer fired (or the page became visible / came online): refresh in the
-    /// background if the token is due, else re-arm the timer.
+    /// background if the token is due, else re-arm the timer. An idle session is not kept
+    /// alive: the timer parks, and the next call refreshes on demand.
     pub fn tick(&mut self, now: Now) -> Vec<Effect<W>> {
         let mut fx = Vec::new();
         if self.closed_error().is_some() || self.flight.is_some() {
             return fx;
         }
         let Some(c) = &self.current else { return fx };
+        let idle = match (self.cfg.idle_timeout_ms, self.last_activity) {
+            (Some(limit), Some(last)) => now.since(last) >= limit,
+            _ => false,
+        };
+        if idle && !c.rejected {
+            self.parked = true;
+            fx.push(Effect::Schedule(None));
+            return fx;
+        }
         let cooldown = self.cooldown_ms(now);
         if !c.rejected && !self.is_fresh(c, now) && cooldown > 0.0 {
             fx.push(Effect::Schedule(Some(cooldown)));
@@ -590,6 +620,9 @@ impl<W> Broker<W> {
         self.new_epoch(bump(self.epoch));
         self.session_expired = false;
         self.proactive_failures = 0;
+        // A login is activity.
+        self.last_activity = Some(now);
+        self.parked = false;
         // Keep the refresh token only within one session: a set without one starts afresh.
         self.current = None;
         self.adopt(set, now, &mut fx);
@@ -722,6 +755,23 @@ impl<W> Broker<W> {
         }
     }
 
+    /// Records activity at `at` (never moving it back); a timer parked by idleness re-arms.
+    fn note_activity(&mut self, at: Now, fx: &mut Vec<Effect<W>>) {
+        if self.cfg.idle_timeout_ms.is_none() {
+            return;
+        }
+        let later = self.last_activity.is_none_or(|last| at.since(last) > 0.0);
+        if later {
+            self.last_activity = Some(at);
+        }
+        if self.parked {
+            self.parked = false;
+            if self.flight.is_none() && self.current.is_some() {
+                fx.push(Effect::Schedule(self.due_in(at)));
+            }
+        }
+    }
+
     /// A new session epoch: the tokens of the earlier one are forgotten.
     fn new_epoch(&mut self, epoch: u64) {
         self.epoch = epoch;
@@ -796,6 +846,7 @@ impl<W> Broker<W> {
         }
         self.seen.push(token_hash(&set.access));
         self.current = Some(Current { set, received: now, rejected: false });
+        self.parked = false;
         self.session_expired = false;
         self.may_refresh_anonymous = self.cfg.refresh_when_anonymous;
         fx.push(Effect::Emit(Event::Tokens { generation: self.generation }));

@@ -71,6 +71,7 @@ enum Step {
     SetTokens { refresh: bool, life_s: Option<f64> },
     Dispose,
     Tick,
+    Touch,
     Clock { wall: f64, mono: f64 },
     Adopt { epoch: Count, generation: Count, expires: Option<(bool, f64)>, refresh: bool },
     End { epoch: Count, generation: Count, logout: bool },
@@ -171,6 +172,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (any::<bool>(), life_s()).prop_map(|(refresh, life_s)| Step::SetTokens { refresh, life_s }),
         1 => Just(Step::Dispose),
         5 => Just(Step::Tick),
+        2 => Just(Step::Touch),
         10 => (delta_ms(), delta_ms()).prop_map(|(wall, mono)| Step::Clock { wall, mono }),
         4 => (count(), count(), expires, any::<bool>())
             .prop_map(|(epoch, generation, expires, refresh)| Step::Adopt { epoch, generation, expires, refresh }),
@@ -180,14 +182,19 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn broker_config() -> impl Strategy<Value = Config> {
-    (prop::sample::select(vec![0.0, 10_000.0, 30_000.0]), 0u32..=3, any::<bool>()).prop_map(
-        |(leeway_ms, refresh_retries, refresh_when_anonymous)| Config {
+    (
+        prop::sample::select(vec![0.0, 10_000.0, 30_000.0]),
+        0u32..=3,
+        any::<bool>(),
+        prop::sample::select(vec![None, Some(5_000.0), Some(120_000.0)]),
+    )
+        .prop_map(|(leeway_ms, refresh_retries, refresh_when_anonymous, idle_timeout_ms)| Config {
             leeway_ms,
             refresh_timeout_ms: 10_000.0,
             refresh_retries,
             refresh_when_anonymous,
-        },
-    )
+            idle_timeout_ms,
+        })
 }
 
 fn start() -> impl Strategy<Value = Now> {
@@ -457,6 +464,7 @@ impl Model {
                 self.b.dispose()
             }
             Step::Tick => self.b.tick(self.now),
+            Step::Touch => self.b.touch(self.now),
             Step::Clock { wall, mono } => {
                 self.now.wall_ms += wall;
                 self.now.mono_ms += mono;
@@ -725,7 +733,8 @@ impl Model {
             if p.wall_ms < uw && p.mono_ms < um {
                 let (get, fx) = self.b.get_token(p, || u32::MAX);
                 ensure!(
-                    get == Get::Ready(token.clone()) && fx.is_empty(),
+                    // Only a timer re-armed by the activity (idle_timeout_ms) may come with it.
+                    get == Get::Ready(token.clone()) && fx.iter().all(|e| matches!(e, Effect::Schedule(Some(_)))),
                     "fresh() promised {token} until {uw}/{um}, get_token at {p:?} gave {get:?} {fx:?}"
                 );
             }

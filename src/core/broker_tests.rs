@@ -800,3 +800,50 @@ fn session_facts_follow_the_transitions() {
     b.dispose();
     assert!(!b.is_authenticated());
 }
+
+// ---- idle sessions (idle_timeout_ms) ----
+
+fn idle_broker() -> B {
+    let mut b = B::new(Config { leeway_ms: 10_000.0, idle_timeout_ms: Some(120_000.0), ..Config::default() });
+    b.set_tokens(set("a1", Some("r1"), Some(60.0)), at(0.0));
+    b
+}
+
+#[test]
+fn an_idle_session_is_not_refreshed_in_the_background() {
+    let mut b = idle_broker();
+    // Active until t=10 s; the proactive timer fires at 50 s: still active → refresh.
+    b.get_token(at(10_000.0), || 0);
+    let fx = b.tick(at(50_000.0));
+    let (flight, attempt, _, _) = refreshes(&fx)[0];
+    b.attempt_finished(flight, attempt, Ok(set("a2", Some("r2"), Some(60.0))), at(50_010.0));
+    // No call since t=10 s: at 130 s (120 s of silence) the timer parks instead of refreshing.
+    let fx = b.tick(at(130_000.0));
+    assert!(refreshes(&fx).is_empty());
+    assert_eq!(schedule(&fx), Some(None), "disarmed");
+    assert_eq!(b.state(), State::Valid);
+    // The next call refreshes on demand.
+    let (get, fx) = b.get_token(at(200_000.0), || 1);
+    assert!(matches!(get, Get::Wait(_)));
+    assert_eq!(refreshes(&fx).len(), 1);
+}
+
+#[test]
+fn reported_activity_keeps_the_session_alive_and_re_arms_a_parked_timer() {
+    let mut b = idle_broker();
+    let fx = b.tick(at(130_000.0));
+    assert_eq!(schedule(&fx), Some(None), "parked after 130 s without activity");
+    // The user moves the mouse (or the fast path served a request) at 140 s: re-armed.
+    let fx = b.touch(at(140_000.0));
+    assert_eq!(schedule(&fx), Some(Some(0.0)), "the token is due: tick at once");
+    let fx = b.tick(at(140_001.0));
+    assert_eq!(refreshes(&fx).len(), 1, "active again: the background refresh runs");
+}
+
+#[test]
+fn without_idle_timeout_activity_is_not_tracked() {
+    let mut b = logged_in();
+    assert!(b.touch(at(1.0)).is_empty());
+    let fx = b.tick(at(1_000_000.0));
+    assert_eq!(refreshes(&fx).len(), 1, "always refreshed in the background");
+}

@@ -156,6 +156,19 @@ impl Inner {
         let _ = sink.call1(&JsValue::UNDEFINED, &o);
     }
 
+    /// The proactive timer or a wake-up: requests served from the fast path count as activity
+    /// (the adapters note their time in `fastPath.a`), then the core decides.
+    fn tick(self: &Rc<Self>) {
+        let t = now();
+        if let Some(a) = js::own(&self.fast, "a").as_f64().filter(|a| a.is_finite() && *a <= t.mono_ms) {
+            let at = core::Now { wall_ms: t.wall_ms - (t.mono_ms - a), mono_ms: a };
+            let fx = self.core.borrow_mut().touch(at);
+            apply(self, fx);
+        }
+        let fx = self.core.borrow_mut().tick(t);
+        apply(self, fx);
+    }
+
     /// Publishes the core's fresh token and its deadlines to `fastPath`.
     fn sync_fast(&self) {
         let fresh = self.core.borrow().fresh().map(|f| (f.token.to_string(), f.until_wall_ms, f.until_mono_ms));
@@ -287,9 +300,7 @@ pub(crate) fn apply_with(inner: &Rc<Inner>, effects: Vec<Effect<Waiter>>, cause:
                     // Browsers cap setTimeout at 2^31-1 ms; later ticks re-arm.
                     Timer::background(ms.min(2_147_483_647.0), move || {
                         if let Some(inner) = weak.upgrade() {
-                            let t = now();
-                            let fx = inner.core.borrow_mut().tick(t);
-                            apply(&inner, fx);
+                            inner.tick();
                         }
                     })
                 });
@@ -320,9 +331,7 @@ fn install_wake_listener(inner: &Rc<Inner>) {
     let weak = Rc::downgrade(inner);
     let cb = Closure::<dyn FnMut()>::new(move || {
         if let Some(inner) = weak.upgrade() {
-            let t = now();
-            let fx = inner.core.borrow_mut().tick(t);
-            apply(&inner, fx);
+            inner.tick();
         }
     });
     for (target, event) in wake_targets() {
@@ -347,7 +356,7 @@ impl TokenBroker {
         if !options.is_object() || options.is_function() || js_sys::Array::is_array(&options) {
             return Err(invalid_option(&["options must be an object { refresh, tokens?, ... } (got ", type_name(&options), ")"]));
         }
-        check_keys(&options, "", &OPTION_KEYS, "refresh, tokens, allowedOrigins, storage, crossTab, name, revoke, leewaySeconds, refreshTimeoutMs, refreshRetries, onSessionExpired")?;
+        check_keys(&options, "", &OPTION_KEYS, "refresh, tokens, allowedOrigins, storage, crossTab, name, revoke, leewaySeconds, refreshTimeoutMs, refreshRetries, idleTimeoutMs, onSessionExpired, debug")?;
         let mut allowed_origins = origins(&own(&options, "allowedOrigins"))?;
         match page_origin() {
             Some(page) => allowed_origins.push(page),
@@ -371,6 +380,7 @@ impl TokenBroker {
         if let Some(n) = number_option(&options, "refreshRetries", 0.0, 10.0, true, "from 0 to 10")? {
             cfg.refresh_retries = n as u32;
         }
+        cfg.idle_timeout_ms = number_option(&options, "idleTimeoutMs", 1000.0, 2_147_483_647.0, false, "from 1000 to 2147483647")?;
         cfg.refresh_when_anonymous = matches!(
             &source,
             RefreshSource::Endpoint { endpoint: Endpoint { credentials: RequestCredentials::Include, .. }, .. }
@@ -584,6 +594,15 @@ impl TokenBroker {
     #[wasm_bindgen(getter, js_name = fastPath, unchecked_return_type = "{ readonly t?: string; readonly w: number; readonly m: number }")]
     pub fn fast_path(&self) -> Object {
         self.inner.fast.clone()
+    }
+
+    /// Tells the broker the user is active (input, navigation), for `idleTimeoutMs`: an active
+    /// session keeps being refreshed in the background; an idle one is not, and its next call
+    /// refreshes on demand. Requests through the adapters count as activity by themselves.
+    pub fn touch(&self) {
+        let t = now();
+        let fx = self.inner.core.borrow_mut().touch(t);
+        apply(&self.inner, fx);
     }
 
     /// The session as a view shows it: `{ status, isAuthenticated, generation, expiresAt, claims }`,

@@ -21,7 +21,7 @@ pub(super) enum RefreshSource {
     Endpoint { endpoint: Endpoint, form: bool, headers: Vec<(String, String)> },
 }
 
-pub(super) const OPTION_KEYS: [&str; 12] = [
+pub(super) const OPTION_KEYS: [&str; 13] = [
     "refresh",
     "tokens",
     "leewaySeconds",
@@ -34,6 +34,7 @@ pub(super) const OPTION_KEYS: [&str; 12] = [
     "storage",
     "revoke",
     "debug",
+    "idleTimeoutMs",
 ];
 
 /// Unknown keys are mistakes (a typo silently ignored is an hour lost).
