@@ -33,7 +33,7 @@ pub const MIN_REFRESH_INTERVAL_MS: f64 = 1000.0;
 const SEEN_TOKENS: usize = 64;
 
 /// A 64-bit FNV-1a hash: the broker remembers earlier tokens of the session without keeping them.
-fn token_hash(token: &str) -> u64 {
+pub fn token_hash(token: &str) -> u64 {
     token.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 

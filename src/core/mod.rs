@@ -10,7 +10,7 @@ mod policy;
 mod token;
 #[cfg(test)] #[path = "parsers_props.rs"] mod parsers_props;
 
-pub use broker::{Broker, Config, Effect, Event, Fresh, Get, RefreshReason, Shared, State, MIN_REFRESH_INTERVAL_MS};
+pub use broker::{token_hash, Broker, Config, Effect, Event, Fresh, Get, RefreshReason, Shared, State, MIN_REFRESH_INTERVAL_MS};
 pub use error::BrokerError;
 pub use expiry::Now;
 pub use policy::{classify_failure, refresh_on_401, Failure};

@@ -83,7 +83,7 @@ impl Inner {
     fn session_key(&self) -> SessionKey {
         let c = self.core.borrow();
         let expires = c.expires_at_wall_ms().map_or(u64::MAX, f64::to_bits);
-        let token = c.access_token().map_or(0, |t| t.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)));
+        let token = c.access_token().map_or(0, core::token_hash);
         (c.state() as u8 | (u8::from(c.is_authenticated()) << 4), c.generation(), c.epoch(), expires, token)
     }
 
