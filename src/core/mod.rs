@@ -8,7 +8,10 @@ mod error;
 mod expiry;
 mod policy;
 mod token;
-#[cfg(test)] #[path = "parsers_props.rs"] mod parsers_props;
+// proptest is a host-only dev-dependency: not in the wasm-pack test build.
+#[cfg(all(test, not(target_arch = "wasm32")))]
+#[path = "parsers_props.rs"]
+mod parsers_props;
 
 pub use broker::{token_hash, Broker, Config, Effect, Event, Fresh, Get, RefreshReason, Shared, State, MIN_REFRESH_INTERVAL_MS};
 pub use error::BrokerError;
