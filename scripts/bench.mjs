@@ -160,7 +160,7 @@ async function main() {
       // A first valid burst, to size the deadline (and warm the page's connections).
       await page.evaluate(() => window.bench.prepare());
       const warm = await page.evaluate(([n]) => window.bench.run('valid', n, 60000), [n]);
-      const deadline = Math.round(3000 + 2.5 * warm.makespanMs);
+      const deadline = Math.round(3000 + 4 * warm.makespanMs); // generous: a shared machine slows some runs down
       log(`N=${n}: request ${ms(trips.requestMs)} ms, refresh ${ms(trips.refreshMs)} ms, valid burst ${ms(warm.makespanMs)} ms`);
       const runs = [];
       for (let rep = 0; rep < REPS[n]; rep++) {
