@@ -15,14 +15,16 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 // Built in a staging folder and moved into place at the end: a test or bench that copies pkg/
 // while a build runs never sees a module and a glue from two different builds.
 const finalPkg = join(root, 'pkg');
-const pkg = join(root, 'target', 'pkg-staging');
+// One staging folder per build process: two builds at once (a test and a bench) must not share one.
+const staging = `target/pkg-staging-${process.pid}`;
+const pkg = join(root, staging);
 rmSync(pkg, { recursive: true, force: true });
 // The features rustc's wasm32 target emits (a rename pass must not add or drop any).
 const WASM_FEATURES = ['--enable-bulk-memory', '--enable-nontrapping-float-to-int', '--enable-reference-types',
   '--enable-multivalue', '--enable-sign-ext', '--enable-mutable-globals'];
 const env = { ...process.env, PATH: `${join(root, 'node_modules/.bin')}:${process.env.HOME}/.cargo/bin:${process.env.PATH}` };
 
-execFileSync('wasm-pack', ['build', '--target', 'web', '--release', '--no-pack', '--out-dir', 'target/pkg-staging', '--out-name', 'token_broker'],
+execFileSync('wasm-pack', ['build', '--target', 'web', '--release', '--no-pack', '--out-dir', staging, '--out-name', 'token_broker'],
   { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] });
 
 minifyNames(join(pkg, 'token_broker_bg.wasm'), join(pkg, 'token_broker.js'));
