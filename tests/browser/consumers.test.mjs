@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './harness.mjs';
 import { startTokenServer } from '../../scripts/token-server.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -98,11 +98,7 @@ describe('consumer apps built from the packed tarball', () => {
     assert.ok(fs.existsSync(tarball), `npm pack wrote no ${tarball}`);
     run('tar', ['-xzf', tarball, '-C', tmp], ROOT);
     packedWasm = fs.readFileSync(path.join(tmp, 'package/token_broker_bg.wasm'));
-    browser = await chromium.launch({
-      executablePath: process.env.TB_CHROMIUM ?? '/usr/bin/chromium',
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
   });
 
   after(async () => {

@@ -30,6 +30,18 @@ function staticDir() {
   return dir;
 }
 
+/**
+ * Headless Chromium from apt, with the flags that keep it quiet on this closed network
+ * (TB_CHROMIUM overrides the executable). Every browser test file launches it this way.
+ */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: process.env.TB_CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
 const startServer = (dir) => startTokenServer(['--port', '0', '--foreign-port', '0', '--test-controls',
   '--static', dir, '--access-ttl', '2']);
 
@@ -40,11 +52,7 @@ const startServer = (dir) => startTokenServer(['--port', '0', '--foreign-port', 
 export async function startHarness() {
   const dir = staticDir();
   const server = await startServer(dir);
-  const browser = await chromium.launch({
-    executablePath: process.env.TB_CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await launchChromium();
   const context = await browser.newContext();
   const page = await context.newPage();
   const pageErrors = [];

@@ -12,8 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { build } from 'esbuild';
-import { chromium } from 'playwright-core';
-import { ROOT } from './harness.mjs';
+import { ROOT, launchChromium } from './harness.mjs';
 import { startTokenServer } from '../../scripts/token-server.mjs';
 
 const T = { timeout: 90_000 };
@@ -166,11 +165,7 @@ before(async () => {
     versions[pkg] = JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')).version;
   }
   server = await startTokenServer(['--port', '0', '--foreign-port', '0', '--test-controls', '--static', dir, '--access-ttl', '60']);
-  browser = await chromium.launch({
-    executablePath: process.env.TB_CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 after(async () => {
   await browser?.close().catch(() => {});

@@ -6,7 +6,8 @@
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { chromium } from 'playwright-core';
+import { launchChromium } from '../browser/harness.mjs';
+
 import { startTokenServer } from '../../scripts/token-server.mjs';
 import { makeProject, readmeExamples } from './project.mjs';
 
@@ -42,11 +43,7 @@ before(async () => {
   assert.ok(examples.has('importmap'), 'the package README has no example marked importmap');
   p.write('index.html', PAGE.replace('IMPORT_MAP', examples.get('importmap').trim()));
   server = await startTokenServer(['--port', '0', '--foreign-port', '0', '--static', p.dir]);
-  browser = await chromium.launch({
-    executablePath: process.env.TB_CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 after(async () => {
   await browser?.close().catch(() => {});
