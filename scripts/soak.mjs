@@ -838,6 +838,11 @@ async function expTabs(env, minutes) {
   const setPhase = (phase) => Promise.all(tabs.map((p) => p.evaluate((ph) => { window.L.phase = ph; }, phase)));
   const rounds = [];
   let reuseG5 = 0;
+  const cursor = { since: 0, async next() {
+    const rows = await env.control(`log?since=${this.since}`);
+    for (const e of rows) this.since = Math.max(this.since, e.id);
+    return rows;
+  } };
   try {
     const first = await open(true);
     for (let i = 1; i < TABS; i++) await open(false);
@@ -855,27 +860,38 @@ async function expTabs(env, minutes) {
       await env.control('config', { grace });
       await setPhase(`g${grace}`);
       const s0 = await env.stats();
-      // Find the tab that holds the lock with a refresh in flight (the refresh is slowed to 1.5 s).
+      // Find the tab that holds the lock while its refresh is at the server: the refresh is
+      // slowed to 1.5 s there (the rotation is committed at arrival); the page says which tab holds
+      // the lock with a refresh fetch pending, the server's log that the request arrived (an entry
+      // without done_ms). A fetch can also sit in Chromium's connection queue: that is not mid-refresh.
+      await cursor.next();
       await env.control('latency', { path: '/auth/refresh-token', ms: 1500 });
       let holder = -1;
-      for (let i = 0; i < 200 && holder < 0; i++) {
-        const flags = await Promise.all(tabs.map((p) => p.evaluate(() => window.__tb.holding > 0 && window.__tb.refreshing > 0)));
+      let arrived = null;
+      for (let i = 0; i < 200; i++) {
+        const [flags, rows] = await Promise.all([
+          Promise.all(tabs.map((p) => p.evaluate(() => window.__tb.holding > 0 && window.__tb.refreshing > 0))),
+          cursor.next(),
+        ]);
+        const entry = rows.find((e) => e.path === '/auth/refresh-token' && e.done_ms == null);
+        if (entry) arrived = { entry, at: Date.now() };
         holder = flags.indexOf(true);
-        if (holder < 0) {
-          if (i === 120) { // ~6 s without a natural refresh: tab 0 is told its token was rejected
-            round.forced = true;
-            await tabs[0].evaluate(async () => { window.b.tokenRejected(await window.b.getAccessToken()).catch(() => {}); });
-          }
-          await sleep(50);
+        if (holder >= 0 && arrived && Date.now() - arrived.at < 1000) break;
+        holder = -1;
+        if (i === 120) { // ~6 s without a natural refresh: tab 0 is told its token was rejected
+          round.forced = true;
+          await tabs[0].evaluate(async () => { window.b.tokenRejected(await window.b.getAccessToken()).catch(() => {}); });
         }
+        await sleep(50);
       }
       if (holder < 0) {
-        round.error = 'no lock holder with a refresh in flight found';
+        round.error = 'no lock holder with its refresh at the server found';
         await env.control('latency', { path: '/auth/refresh-token', ms: 0 });
         rounds.push(round);
         x.check(`closing ${c + 1} (grace ${grace}): found the lock holder mid-refresh`, false, round.error);
         continue;
       }
+      round.refreshEntry = arrived.entry.id;
       await sleep(200); // mid-refresh: the request is at the server (committed there), the answer 1.3 s away
       const gens = await Promise.all(tabs.map((p) => p.evaluate(() => window.b.generation)));
       const victim = tabs.splice(holder, 1)[0];
@@ -886,6 +902,15 @@ async function expTabs(env, minutes) {
       await victim.close();
       await env.control('latency', { path: '/auth/refresh-token', ms: 0 });
       round.holder = holder;
+      /** What became of the closed tab's refresh at the server ('rotated': committed, never seen). */
+      const closedRefresh = async () => {
+        await sleep(Math.max(0, 1700 - (Date.now() - tClose))); // its 1.5 s at the server are over
+        const e = (await env.control(`log?since=${round.refreshEntry - 1}`)).find((r) => r.id === round.refreshEntry);
+        // A request whose client went away keeps status 0 and no outcome in the log, even when it
+        // rotated: the grace replay (grace 5) or the reuse (grace 0) that follows shows the commit.
+        round.closedRefresh = e ? (e.status === 0 ? 'arrived, abandoned by the closed tab' : `${e.outcome} (status ${e.status})`) : 'not in the log';
+        return e?.outcome ?? '';
+      };
       if (grace > 0) {
         const rec = await Promise.all(tabs.map((p) => bounded(p.evaluate(pageTabRecover, { g0, capMs: 5000 }), 20000, 'tab recover')));
         round.recoverMs = Math.max(...rec.map((r) => r.ms));
@@ -895,10 +920,12 @@ async function expTabs(env, minutes) {
         const s1 = await env.stats();
         round.reuse = s1.reuse_detections - s0.reuse_detections;
         round.refreshCalls = s1.refresh_calls - s0.refresh_calls;
+        round.graceReplays = s1.grace_replays - s0.grace_replays;
         reuseG5 += round.reuse;
+        await closedRefresh();
         x.check(`closing ${c + 1} (grace 5): no reuse, every other tab's next call succeeds within 2 s`,
           round.reuse === 0 && round.statuses.every((s) => s === 200) && round.adopted && round.recoverMs < 2000,
-          `reuse ${round.reuse}, statuses ${round.statuses.join(',')}, new generation everywhere ${round.adopted}, recovery ${fmt(round.recoverMs)} ms`);
+          `reuse ${round.reuse}, grace replays ${round.graceReplays}, statuses ${round.statuses.join(',')}, new generation everywhere ${round.adopted}, recovery ${fmt(round.recoverMs)} ms`);
       } else {
         // Strict rotation: the closed tab's rotation was committed and never seen. Every tab must
         // end cleanly (expired everywhere, or valid), with nothing stuck refreshing; then a login recovers all.
@@ -908,9 +935,12 @@ async function expTabs(env, minutes) {
         const s1 = await env.stats();
         round.reuse = s1.reuse_detections - s0.reuse_detections;
         round.refreshCalls = s1.refresh_calls - s0.refresh_calls;
+        await closedRefresh();
+        // The closed tab's rotation was committed and never seen: the next refresh presents a spent
+        // token and the session ends in every tab (or, had the request not been processed, all carry on).
         const clean = round.states.every((s) => s === 'expired') || round.states.every((s) => s === 'valid');
         x.check(`closing ${c + 1} (grace 0): clean end everywhere, nothing stuck refreshing`, clean,
-          `states ${round.states.join(',')}, reuse ${round.reuse}`);
+          `closed tab's refresh: ${round.closedRefresh}; states ${round.states.join(',')}, reuse ${round.reuse}`);
         if (round.states.some((s) => s !== 'valid')) {
           await tabs[0].evaluate(async () => { window.b.setTokens(await tb.login()); });
           const after = await Promise.all(tabs.map((p) => bounded(p.evaluate(async () => {
