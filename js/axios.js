@@ -39,9 +39,6 @@ export function attachAxios(axiosInstance, broker, options) {
   assertBroker(broker, 'attachAxios');
   const opts = readOptions(options, 'attachAxios', ['allowedOrigins', 'replay', 'isAuthFailure']);
   const isAuthFailure = opts.isAuthFailure;
-  if (isAuthFailure !== undefined && typeof isAuthFailure !== 'function') {
-    throw new TypeError('attachAxios: options.isAuthFailure must be a function (response) => boolean | Promise<boolean>');
-  }
   const replay = opts.replay ?? 'all';
   const extra = originSet(opts.allowedOrigins, 'attachAxios');
   const brokerHas = brokerOrigins(broker);

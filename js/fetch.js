@@ -31,13 +31,7 @@ const hasHeader = (headers, name) => (headers instanceof Headers
 export function createAuthFetch(broker, options) {
   assertBroker(broker, 'createAuthFetch');
   const opts = readOptions(options, 'createAuthFetch', ['allowedOrigins', 'replay', 'fetch', 'isAuthFailure']);
-  if (opts.fetch !== undefined && typeof opts.fetch !== 'function') {
-    throw new TypeError('createAuthFetch: options.fetch must be a function (input, init) => Promise<Response>');
-  }
   const isAuthFailure = opts.isAuthFailure;
-  if (isAuthFailure !== undefined && typeof isAuthFailure !== 'function') {
-    throw new TypeError('createAuthFetch: options.isAuthFailure must be a function (response) => boolean | Promise<boolean>');
-  }
   const replay = opts.replay ?? 'all';
   const extra = originSet(opts.allowedOrigins, 'createAuthFetch');
   const brokerHas = brokerOrigins(broker);

@@ -26,6 +26,10 @@ export function readOptions(options, who, known) {
     if (!known.includes(k)) throw invalid(`${who}: unknown option '${k}' (known: ${known.join(', ')})`);
     out[k] = options[k];
   }
+  const signatures = { fetch: '(input, init) => Promise<Response>', isAuthFailure: '(response) => boolean | Promise<boolean>' };
+  for (const [k, signature] of Object.entries(signatures)) {
+    if (out[k] !== undefined && typeof out[k] !== 'function') throw new TypeError(`${who}: options.${k} must be a function ${signature}`);
+  }
   const r = out.replay;
   if (r !== undefined && r !== 'all' && r !== 'idempotent' && r !== false) {
     throw invalid(`${who}: replay must be 'all', 'idempotent' or false`);
