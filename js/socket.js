@@ -255,7 +255,7 @@ export function connectWebSocket(broker, urlOrFactory, options) {
       let next;
       if (refresh) next = 'refresh';
       else if (ev.code === 1000 && !isExpired) next = 'end';
-      else next = !proven && failures + 1 > backoff.retries ? 'end' : 'retry';
+      else next = failures + 1 > backoff.retries ? 'end' : 'retry'; // a proven socket reset `failures`
       call(onClose, ev, { expired: isExpired, willReconnect: next !== 'end' });
       if (ended) return; // onClose may have called close()
       const info = { code: ev.code, reason: ev.reason };

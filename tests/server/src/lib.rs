@@ -9,6 +9,7 @@ pub mod app;
 pub mod config;
 pub mod controls;
 pub mod jwt;
+pub mod realtime;
 pub mod store;
 pub mod web;
 
@@ -69,6 +70,7 @@ impl Drop for Server {
 }
 
 fn main_router(app: Arc<app::App>) -> Router {
+    let live = realtime::Live::new(app.clone());
     let mut r = Router::new()
         .route("/auth/login", post(api::login))
         .route("/auth/refresh-token", post(api::refresh))
@@ -81,11 +83,14 @@ fn main_router(app: Arc<app::App>) -> Router {
         .route("/scoped", get(api::protected))
         .route("/graphql", get(api::protected).post(api::protected))
         .route("/orders", post(api::protected))
-        .route("/forbidden", any(api::forbidden));
+        .route("/forbidden", any(api::forbidden))
+        .route("/ws", get(realtime::ws).with_state(live.clone()))
+        .route("/events", get(realtime::events).with_state(live.clone()));
     if app.cfg.test_controls {
         r = r.nest("/__control", controls::router());
     }
     r.fallback(api::fallback)
+        .layer(from_fn_with_state(live, realtime::control_mw))
         .layer(from_fn_with_state(app.clone(), web::cors_mw))
         .layer(from_fn(web::json_errors_mw))
         .layer(from_fn_with_state(app.clone(), web::log_mw))

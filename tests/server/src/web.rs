@@ -173,7 +173,11 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ConnLimits) {
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout);
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            // with_upgrades: `GET /ws` hands the connection over to a WebSocket after its 101.
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades()
+                .await;
         });
     }
 }

@@ -7,6 +7,7 @@ mod binary;
 mod binding;
 mod cors;
 mod faults;
+mod realtime;
 mod revocation;
 mod robustness;
 mod slow_clients;
