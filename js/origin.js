@@ -16,8 +16,8 @@ export function assertBroker(broker, who) {
   }
 }
 
-/** An adapter's options: own properties only, known keys only. */
-export function readOptions(options, who, known) {
+/** An option bag: own properties only, known keys only (a polluted Object.prototype adds nothing). */
+export function ownOptions(options, who, known) {
   // No prototype: `Object.prototype.allowedOrigins = [...]` planted by another script reads as nothing.
   const out = Object.create(null);
   if (options == null) return out;
@@ -26,6 +26,12 @@ export function readOptions(options, who, known) {
     if (!known.includes(k)) throw invalid(`${who}: unknown option '${k}' (known: ${known.join(', ')})`);
     out[k] = options[k];
   }
+  return out;
+}
+
+/** An adapter's options, with its function-valued options and `replay` checked. */
+export function readOptions(options, who, known) {
+  const out = ownOptions(options, who, known);
   const signatures = { fetch: '(input, init) => Promise<Response>', isAuthFailure: '(response) => boolean | Promise<boolean>' };
   for (const [k, signature] of Object.entries(signatures)) {
     if (out[k] !== undefined && typeof out[k] !== 'function') throw new TypeError(`${who}: options.${k} must be a function ${signature}`);

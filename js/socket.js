@@ -3,7 +3,7 @@
 // with tokenRejected(usedToken), so every socket, stream and HTTP request shares one refresh;
 // the connection then comes back with the token the broker hands out.
 import { TokenBrokerError } from './index.js';
-import { abortedError, assertBroker, brokerOrigins, freshToken, originGate, originSet } from './origin.js';
+import { abortedError, assertBroker, brokerOrigins, freshToken, originGate, originSet, ownOptions as own } from './origin.js';
 
 const CONNECTING = 0;
 const OPEN = 1;
@@ -14,18 +14,6 @@ const PROVEN_AFTER_MS = 5000;
 const FINAL = new Set(['SESSION_EXPIRED', 'LOGGED_OUT', 'DISPOSED', 'NOT_AUTHENTICATED', 'INVALID_OPTIONS']);
 
 const invalid = (msg) => new TokenBrokerError('INVALID_OPTIONS', msg);
-
-/** Own, known properties only (a polluted Object.prototype adds nothing). */
-function own(options, who, known) {
-  const out = Object.create(null);
-  if (options == null) return out;
-  if (typeof options !== 'object') throw invalid(`${who}: options must be an object (got ${typeof options})`);
-  for (const k of Object.keys(options)) {
-    if (!known.includes(k)) throw invalid(`${who}: unknown option '${k}' (known: ${known.join(', ')})`);
-    out[k] = options[k];
-  }
-  return out;
-}
 
 function fn(value, who, name) {
   if (value !== undefined && typeof value !== 'function') throw new TypeError(`${who}: ${name} must be a function`);

@@ -32,7 +32,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
 
 pub const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
-pub const ALLOW_HEADERS: &str = "Authorization, Content-Type, Idempotency-Key";
+pub const ALLOW_HEADERS: &str = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID";
 
 /// Marker in response extensions: close the connection instead of sending this response.
 #[derive(Clone, Copy, Debug)]
