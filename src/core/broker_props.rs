@@ -7,6 +7,16 @@
 //! broker's private flight (a waiter the broker dropped without an effect would otherwise be
 //! invisible).
 //!
+//! Checked after every step: each waiter leaves once (resolve, reject or abort) and none is
+//! left after dispose; one flight at a time, whose attempt is always out; retries only after a
+//! transient failure and within `refresh_retries`; the refresh token presented is the current,
+//! unspent one of the current session, and the same one goes out in a new flight only after
+//! the previous flight failed; a late 401 never starts a refresh, a 401 of an earlier session
+//! fails with `LOGGED_OUT` and does nothing; epoch and (within an epoch) generation never go
+//! back nor past 2^53; nothing waiting at a logout is resolved, no token of an earlier session
+//! (or one a 401 rejected) is handed out, replay waiters never cross sessions; refreshes no
+//! 401 asked for are 1 s apart; `fresh()` never promises more than `get_token`.
+//!
 //! `PROPTEST_CASES=N` sets the number of sequences (default 256): proptest itself ignores the
 //! variable once a test sets its case count, so [`config`] reads it.
 
@@ -272,7 +282,10 @@ struct Model {
     adopted: Vec<String>,
     /// The offered set of this step: registered once the broker says it adopted it.
     offered: Option<(String, Option<String>)>,
+    /// Bumped by logout, setTokens and a newer epoch from another tab: unlike the epoch number
+    /// it still tells sessions apart once the epoch has saturated.
     session: u64,
+    /// Token sets adopted so far.
     adoptions: u64,
     /// The refresh token the broker should present next (RFC 6749 §6: a refresh response
     /// without one keeps the previous one; a new session or another tab's set replaces it).
