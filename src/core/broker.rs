@@ -11,7 +11,9 @@
 //! - a flight's result is adopted only while that flight is current: logout, `setTokens`, a
 //!   timeout or dispose end the flight, and its late result is discarded by id;
 //! - generation grows by one with every token set adopted, epoch with every logout/`setTokens`;
-//!   both saturate at 2^53 ([`MAX_COUNT`]) and never wrap, never decrease;
+//!   both saturate at 2^53 ([`MAX_COUNT`]) and never wrap; the epoch never decreases, and the
+//!   generation never decreases within an epoch (a newer session adopted from another tab
+//!   brings that tab's generation, which may be lower);
 //! - a 401 for a token of an earlier epoch is never replayed: its waiter gets `LOGGED_OUT`,
 //!   and so does a replay waiter whose epoch ended while it waited;
 //! - refreshes that no 401 asked for (expiry, the proactive timer, cookie mode) start at most
