@@ -1,5 +1,6 @@
 // `npm run demo` (after scripts/demo.sh ran setup and built pkg/): packs the package, installs the
-// tarball into the examples by name as a user would, builds them with Vite, and starts the reference
+// tarball into the examples by name as a user would, builds them with Vite (skipped when neither the
+// example's sources, examples/shared nor the tarball's content changed), and starts the reference
 // token server serving the dashboard at / and the React example at /react/.
 //
 //   node scripts/demo.mjs [--port N]      PORT=N also works; default 8080, 0 = any free port
@@ -8,13 +9,16 @@
 import { execFileSync } from 'node:child_process';
 import { startTokenServer } from './token-server.mjs';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const DASHBOARD = path.join(ROOT, 'examples/dashboard');
 export const REACT = path.join(ROOT, 'examples/react');
+/** Framework-free code both examples import (timeline model, actions, two-tabs link). */
+export const SHARED = path.join(ROOT, 'examples/shared');
 const PKG = path.join(ROOT, 'pkg');
 const env = { ...process.env, PATH: `${process.env.HOME}/.cargo/bin:${process.env.PATH}` };
 const say = (msg) => process.stderr.write(`[demo] ${msg}\n`);
@@ -72,27 +76,73 @@ function sameButOwnPackage(a, b) {
   try { return strip(a) === strip(b); } catch { return false; }
 }
 
-/** `npm run build` (vite build) in an example folder. */
-export function buildExample(dir) {
-  say(`${path.relative(ROOT, dir)}: vite build`);
-  execFileSync('npm', ['run', 'build', '--silent', '--', '--logLevel', 'warn'],
-    { cwd: dir, env, stdio: ['ignore', 2, 2] }); // npm's output to stderr: a test's stdout stays clean
+/** The tarball's content (the tar inside the gzip), hashed: what the examples are built from. */
+export function tarballHash(tarball) {
+  return createHash('sha256').update(gunzipSync(readFileSync(tarball))).digest('hex');
+}
+
+/** Every file under `dir` that a build reads (no node_modules, dist, dot-files or READMEs), sorted. */
+function filesUnder(dir) {
+  const out = [];
+  for (const name of readdirSync(dir).sort()) {
+    if (name === 'node_modules' || name === 'dist' || name.startsWith('.') || name.endsWith('.md')) continue;
+    const file = path.join(dir, name);
+    if (statSync(file).isDirectory()) out.push(...filesUnder(file));
+    else out.push(file);
+  }
+  return out;
 }
 
 /**
- * Pack, install and build both examples; the React build is copied to the dashboard's dist/react.
- * @returns {string} the folder to serve (examples/dashboard/dist)
+ * What a build of `dir` depends on: its own sources (index.html, configs, package.json and lock,
+ * src/), examples/shared/, and the content of the package tarball it has installed.
+ */
+export function buildKey(dir, tarball) {
+  const h = createHash('sha256');
+  for (const file of [...filesUnder(dir), ...filesUnder(SHARED)]) {
+    h.update(path.relative(ROOT, file)).update('\0').update(readFileSync(file)).update('\0');
+  }
+  h.update(`tarball:${tarballHash(tarball)}`);
+  return h.digest('hex');
+}
+
+/**
+ * `npm run build` (vite build) in an example folder, unless dist/ was built from the same sources
+ * and the same package (the key is kept in node_modules/, out of the served folder). Returns
+ * whether it built.
+ */
+export function buildExample(dir, tarball) {
+  const stampFile = path.join(dir, 'node_modules/.token-broker-demo-build');
+  const key = buildKey(dir, tarball);
+  if (existsSync(path.join(dir, 'dist/index.html')) && existsSync(stampFile) && readFileSync(stampFile, 'utf8') === key) {
+    say(`${path.relative(ROOT, dir)}: build up to date (same sources and package)`);
+    return false;
+  }
+  say(`${path.relative(ROOT, dir)}: vite build`);
+  rmSync(stampFile, { force: true });
+  execFileSync('npm', ['run', 'build', '--silent', '--', '--logLevel', 'warn'],
+    { cwd: dir, env, stdio: ['ignore', 2, 2] }); // npm's output to stderr: a test's stdout stays clean
+  writeFileSync(stampFile, key);
+  return true;
+}
+
+/**
+ * Pack, install and build both examples (each build skipped when nothing it is made from changed);
+ * the React build is copied to the dashboard's dist/react.
+ * @returns {{ site: string, built: string[] }} the folder to serve (examples/dashboard/dist), and
+ *   the examples that were built this time
  */
 export function buildDemoSite() {
   const tarball = packPackage();
+  const built = [];
   for (const dir of [DASHBOARD, REACT]) {
     installExample(dir, tarball);
-    buildExample(dir);
+    if (buildExample(dir, tarball)) built.push(path.relative(ROOT, dir));
   }
   const site = path.join(DASHBOARD, 'dist');
   rmSync(path.join(site, 'react'), { recursive: true, force: true });
   cpSync(path.join(REACT, 'dist'), path.join(site, 'react'), { recursive: true });
-  return site;
+  return { site, built };
 }
 
 /** Starts the reference server serving the demo site on `port` (see scripts/token-server.mjs). */
@@ -118,7 +168,7 @@ function portFromArgs(argv) {
 
 async function main() {
   const port = portFromArgs(process.argv.slice(2));
-  const site = buildDemoSite();
+  const { site } = buildDemoSite();
   say('starting the reference token server (cargo run --release -p token-server)');
   const server = await startDemoServer({ port, staticDir: site, quiet: true });
   let stopping = false;
@@ -138,10 +188,10 @@ async function main() {
   console.log(`
   token-broker demo is running:
 
-    dashboard (Vue 3 + axios)   ${server.url}/
+    dashboard (Vue 3 + axios)   ${server.url}/        press "Run the comparison"
     React + fetch example       ${server.url}/react/
 
-  Log in as demo / demo. Press Ctrl-C to stop.
+  Press Ctrl-C to stop.
 `);
 }
 

@@ -12,5 +12,8 @@ export default defineConfig({
   plugins: [vue()],
   // Pre-bundling would move token-broker's JS away from its .wasm file; keep it as published.
   optimizeDeps: { exclude: ['token-broker'] },
-  server: { proxy: Object.fromEntries(api.map((path) => [path, target])) },
+  server: {
+    proxy: { ...Object.fromEntries(api.map((path) => [path, target])), '/ws': { target, ws: true } },
+    fs: { allow: ['..'] }, // ../shared: the timeline model and actions both examples use
+  },
 });

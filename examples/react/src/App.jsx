@@ -1,108 +1,132 @@
-import { useCallback, useEffect, useState } from 'react';
-import { getJson, startSession } from './auth.js';
+import { useEffect, useState, useSyncExternalStore } from 'react';
+import { useSession } from 'token-broker/react';
+import Timeline from './Timeline.jsx';
+import { dashboard, getJson, signIn, signOut } from './auth.js';
+import { COUNTERS, expireForServer, noun, panelState, plural } from '../../shared/demo.js';
+import { countersOf, now } from '../../shared/timeline.js';
 
-const ENDPOINTS = ['/statistics', '/other-statistics', '/event-more-statistics', '/final-statistics'];
+/** A store from examples/shared (subscribe + getSnapshot) as React state. */
+const useStore = (store) => useSyncExternalStore(store.subscribe, store.getSnapshot);
 
-function Login({ onLogin, error }) {
+/** performance.now(), re-read every `ms` while `on`: moves a running picture along. */
+function useNow(on, ms = 100) {
+  const [t, setT] = useState(now);
+  useEffect(() => {
+    setT(now());
+    if (!on) return undefined;
+    const timer = setInterval(() => setT(now()), ms);
+    return () => clearInterval(timer);
+  }, [on, ms]);
+  return t;
+}
+
+function Login({ error }) {
   const [username, setUsername] = useState('demo');
   const [password, setPassword] = useState('demo');
   const [busy, setBusy] = useState(false);
+  const [failed, setFailed] = useState('');
   const submit = async (e) => {
     e.preventDefault();
     setBusy(true);
-    await onLogin(username, password);
-    setBusy(false);
+    setFailed('');
+    try {
+      await signIn(username, password);
+      await dashboard.run(getJson, { label: 'login' });
+    } catch (err) {
+      setFailed(err.message);
+    } finally {
+      setBusy(false);
+    }
   };
   return (
     <form className="card login" onSubmit={submit}>
       <h1>Sign in</h1>
-      <p className="muted">React + <code>token-broker/fetch</code>. Demo user <code>demo</code> / <code>demo</code>.</p>
+      <p className="muted">The four statistics panels with React, <code>token-broker/fetch</code> and
+        <code>token-broker/react</code>. Demo user <code>demo</code> / <code>demo</code>.</p>
       <label>Username <input value={username} onChange={(e) => setUsername(e.target.value)} data-testid="login-username" /></label>
       <label>Password <input type="password" value={password} onChange={(e) => setPassword(e.target.value)} data-testid="login-password" /></label>
       <button className="primary" disabled={busy} data-testid="login-submit">Log in</button>
-      {error && <p className="error">{error}</p>}
+      {(failed || error) && <p className="error">{failed || error}</p>}
     </form>
   );
 }
 
-function Dashboard({ session, onLogout }) {
-  const [panels, setPanels] = useState({});
-  const [round, setRound] = useState(0);
-  const [state, setState] = useState(session.broker.state);
-
-  useEffect(() => {
-    const controller = new AbortController();
-    setPanels(Object.fromEntries(ENDPOINTS.map((p) => [p, { state: 'loading' }])));
-    // The four calls in parallel; after an expiry they share one refresh.
-    for (const path of ENDPOINTS) {
-      getJson(session.authFetch, path, controller.signal).then(
-        (data) => setPanels((all) => ({ ...all, [path]: { state: 'ok', data, round } })),
-        (err) => controller.signal.aborted || setPanels((all) => ({ ...all, [path]: { state: 'error', error: err.code ?? err.message, round } })),
-      );
-    }
-    return () => controller.abort();
-  }, [session, round]);
-
-  useEffect(() => {
-    const update = () => setState(session.broker.state);
-    const types = ['tokens', 'refreshstart', 'refreshend', 'expired', 'logout'];
-    types.forEach((t) => session.broker.addEventListener(t, update));
-    return () => types.forEach((t) => session.broker.removeEventListener(t, update));
-  }, [session]);
+function Dashboard() {
+  const session = useSession();
+  const state = useStore(dashboard);
+  const picture = useStore(dashboard.timeline);
+  const t = useNow(state.busy);
+  const [rounds, setRounds] = useState(3);
+  const [note, setNote] = useState('');
+  const counters = countersOf(picture);
+  const run = (n, label) => dashboard.run(getJson, { rounds: n, label });
+  const expire = async () => {
+    const clock = await expireForServer(session.claims?.exp_ms ?? null);
+    setNote(`Server clock +${Math.round(clock.offset_ms / 1000)} s: the token is expired for the server, not yet for this page. Now burst.`);
+  };
 
   return (
     <>
       <div className="bar">
-        <span>session <b className={`badge ${state}`} data-testid="session-state">{state}</b></span>
-        <button onClick={() => setRound((r) => r + 1)} data-testid="reload">Reload</button>
-        <button onClick={onLogout} data-testid="logout">Log out</button>
+        <button onClick={expire} disabled={state.busy} data-testid="expire-now">1 · Expire now</button>
+        <button className="primary" onClick={() => { setNote(''); run(rounds, 'burst'); }} disabled={state.busy} data-testid="burst">
+          2 · Burst ×{rounds}</button>
+        <input type="number" min="1" max="20" value={rounds} aria-label="rounds" className="num" data-testid="burst-n"
+               onChange={(e) => setRounds(Math.max(1, Math.min(20, Number(e.target.value) || 1)))} />
+        <button onClick={() => run(1, 'reload')} disabled={state.busy} data-testid="reload">Reload</button>
+        <button onClick={() => { signOut(); dashboard.reset(); }} disabled={state.busy} data-testid="logout">Log out</button>
       </div>
+      <p className="hint">{note || <><b>Expire now</b> moves the server's clock past the token's expiry (this page is not
+        told, as after a laptop sleep); <b>Burst</b> then fires the four calls {plural(rounds, 'time')} at once: every call
+        gets 401, the broker refreshes once, and each call is replayed with the new token.</>}</p>
       <div className="panels">
-        {ENDPOINTS.map((path) => {
-          const p = panels[path] ?? { state: 'idle' };
+        {state.panels.map((p) => {
+          const s = panelState(p);
           return (
-            <article key={path} className={`card panel ${p.state}`} data-testid="panel" data-path={path}
-                     data-state={p.state} data-round={p.round ?? ''}>
-              <h3>{path}</h3>
-              <div className="value">{p.state === 'ok' ? p.data.value : p.state === 'loading' ? '…' : '—'}</div>
-              {p.state === 'ok' && <div className="sub">token gen {p.data.gen}</div>}
-              {p.state === 'error' && <div className="sub error">{p.error}</div>}
+            <article key={p.path} className={`card panel ${s}`} data-testid="panel" data-path={p.path} data-state={s}>
+              <h3>{p.path}</h3>
+              <div className="value">{p.value ?? (s === 'loading' ? '…' : '—')}</div>
+              {p.total > 0 && <div className="sub">{p.ok}/{p.total} ok{p.gen != null && ` · token gen ${p.gen}`}</div>}
+              {p.error && <div className="sub error" title={p.error}>{p.error}</div>}
             </article>
           );
         })}
       </div>
+      <section className="card timeline-card">
+        <h2>What the page sent <span className="muted">· {state.last ? (state.last.label === 'burst' ? `burst ×${state.last.rounds}` : state.last.label) : 'nothing yet'}</span></h2>
+        <div className="tl-counters">
+          {COUNTERS.map(([k, one, many]) => (
+            <div key={k} className={`tl-counter ${k}`} data-testid={`counter-${k}`} data-value={counters[k]}>
+              <b>{counters[k]}</b><span>{noun(counters[k], one, many)}</span>
+            </div>
+          ))}
+        </div>
+        <Timeline snapshot={picture} now={t} />
+        {state.last?.server?.refresh_calls !== undefined && (
+          <p className="hint" data-testid="server-refreshes" data-value={state.last.server.refresh_calls}>
+            The server counted {plural(state.last.server.refresh_calls, 'refresh call')} during this action.</p>
+        )}
+      </section>
     </>
   );
 }
 
 export default function App() {
-  const [session, setSession] = useState(null);
-  const [error, setError] = useState('');
-
-  const login = useCallback(async (username, password) => {
-    try {
-      setError('');
-      setSession(await startSession(username, password, () => {
-        setSession(null);
-        setError('Your session expired. Please log in again.');
-      }));
-    } catch (err) {
-      setError(err.message);
-    }
-  }, []);
-
-  const logout = useCallback(async () => {
-    await session?.logout();
-    setSession(null);
-  }, [session]);
-
+  const session = useSession();
+  const state = useStore(dashboard);
+  const expired = session.status === 'expired';
   return (
-    <div className="app">
+    <div className="app" data-busy={state.busy} data-run-count={state.runCount}>
       <header className="top">
-        <b>token-broker</b> <span className="muted">· React + fetch example</span>
-        <a href="../">Vue + axios dashboard →</a>
+        <div><b>token-broker</b> <span className="muted">· React + fetch example</span></div>
+        <span>session <b className={`badge ${session.status}`} data-testid="session-state">{session.status}</b></span>
+        <a href="../">Vue + axios dashboard and the comparison →</a>
       </header>
-      <main>{session ? <Dashboard session={session} onLogout={logout} /> : <Login onLogin={login} error={error} />}</main>
+      <main>
+        {session.isAuthenticated
+          ? <Dashboard />
+          : <Login error={expired ? 'Your session expired: the server rejected the refresh token. Please log in again.' : ''} />}
+      </main>
     </div>
   );
 }

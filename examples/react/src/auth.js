@@ -1,35 +1,37 @@
-// Login + one broker per session. The broker POSTs the refresh grant itself ({ url }), so the refresh
-// token never passes through React state; every API call goes through `authFetch`.
+// The broker, created once outside React (a hook cannot run inside a fetch wrapper), and the one
+// fetch every API call goes through. The broker POSTs the refresh grant itself ({ url }), so the
+// refresh token never passes through React state. main.jsx hands the broker to
+// <TokenBrokerProvider>; components read the session with useSession().
 import { createTokenBroker } from 'token-broker';
 import { createAuthFetch } from 'token-broker/fetch';
+import { createDashboard, login } from '../../shared/demo.js';
 
-export async function startSession(username, password, onSessionExpired) {
-  const res = await fetch('/auth/login', {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ username, password }),
-  });
-  if (!res.ok) throw new Error((await res.json().catch(() => ({}))).error_description ?? `login failed (${res.status})`);
-  const broker = await createTokenBroker({
-    refresh: { url: '/auth/refresh-token' },
-    tokens: await res.json(), // { access_token, refresh_token, expires_in }
-    onSessionExpired,
-  });
-  const authFetch = createAuthFetch(broker);
-  return {
-    broker,
-    authFetch,
-    async logout() {
-      await authFetch('/auth/logout', { method: 'POST' }).catch(() => {}); // revokes the token family
-      broker.logout();
-      broker.dispose();
-    },
-  };
+/** The four panels, the burst and the timeline: the same model the Vue dashboard uses (examples/shared). */
+export const dashboard = createDashboard();
+
+export const broker = await createTokenBroker({ refresh: { url: '/auth/refresh-token' } });
+dashboard.timeline.attachBroker(broker); // draws the broker's refresh from its events
+
+// The recording fetch sits *under* the broker's wrapper, so the timeline sees each request when it
+// really goes on the wire (a replay as the second attempt of its call).
+export const authFetch = createAuthFetch(broker, { fetch: dashboard.timeline.recordingFetch() });
+
+/** GET `path` as JSON through the broker; throws with the status on a non-2xx answer. */
+export async function getJson(path, callId) {
+  const res = await authFetch(path, { headers: { Accept: 'application/json' }, demoCallId: callId });
+  if (!res.ok) {
+    const body = await res.json().catch(() => ({}));
+    throw Object.assign(new Error(`${res.status} ${body.error_description ?? ''}`.trim()), { status: res.status, body });
+  }
+  return res.json();
 }
 
-/** GET `path` as JSON through the broker; throws on a non-2xx answer. */
-export async function getJson(authFetch, path, signal) {
-  const res = await authFetch(path, { signal, headers: { Accept: 'application/json' } });
-  if (!res.ok) throw new Error(`${res.status} ${(await res.json().catch(() => ({}))).error_description ?? ''}`.trim());
-  return res.json();
+export async function signIn(username, password) {
+  broker.setTokens(await login(username, password)); // a new session: the broker takes it from here
+}
+
+export async function signOut() {
+  // The access token tells the server which session to revoke; then the broker forgets its tokens.
+  await authFetch('/auth/logout', { method: 'POST', demoKind: 'auth' }).catch(() => {});
+  await broker.logout();
 }

@@ -1,61 +1,70 @@
-// The two API clients the demo compares. Both are plain axios instances with the recording adapter;
-// they differ only in how they attach the token and react to a 401.
+// The two API clients the demo compares, both plain axios instances whose requests are recorded
+// for the timeline. They differ only in how they attach the token and react to a 401.
 import axios from 'axios';
 import { createTokenBroker } from 'token-broker';
 import { attachAxios } from 'token-broker/axios';
-import { recordingAdapter } from './timeline.js';
+import { tokenGeneration } from '../../../shared/timeline.js';
+import { createStore, jwtClaims } from '../../../shared/demo.js';
 
-/** Un-intercepted instance for /auth/* (login, refresh, logout): never carries the broker. */
-export const authApi = axios.create();
-authApi.defaults.adapter = recordingAdapter('auth');
+/**
+ * The broker of this page, created once, outside any component (README: "create the broker once,
+ * outside components, and attach it to axios there too"). The login hands it the tokens with
+ * `setTokens`; `app.use(tokenBroker, broker)` in main.js gives components `useSession()`.
+ */
+export const broker = await createTokenBroker({ refresh: { url: '/auth/refresh-token' } });
 
-function apiInstance() {
-  const api = axios.create({ baseURL: '/', timeout: 15000 });
-  api.defaults.adapter = recordingAdapter('api');
-  return api;
-}
-
-export async function login(username, password) {
-  const { data } = await authApi.post('/auth/login', { username, password });
-  return data; // { access_token, refresh_token, expires_in, token_type }
-}
-
-export const BROKER_EVENTS = ['tokens', 'refreshstart', 'refreshend', 'expired', 'stale401', 'logout'];
-
-/** token-broker: one refresh per token generation, however many requests see a 401. */
-export async function createBrokerClient({ tokens, onEvent, onSessionExpired }) {
-  let reason = null;
-  const broker = await createTokenBroker({
-    tokens,
-    // Our own refresh function, so the refresh call goes through the recorded `authApi`.
-    // (`refresh: { url: '/auth/refresh-token' }` would do the same with fetch.)
-    refresh: async ({ refreshToken, signal }) => {
-      const { data } = await authApi.post('/auth/refresh-token',
-        { grant_type: 'refresh_token', refresh_token: refreshToken },
-        { signal, demoKind: 'refresh', demoReason: reason });
-      return data;
-    },
-    onSessionExpired,
-  });
-  for (const type of BROKER_EVENTS) {
-    broker.addEventListener(type, (ev) => {
-      if (type === 'refreshstart') reason = ev.reason ?? null;
-      onEvent({ ...ev, type });
+/**
+ * An axios adapter that records each request for `timeline`, wrapped around axios' own adapter.
+ * It sits *under* the interceptors, so a request that waits for a token is recorded when it is
+ * really sent, and a replay as a second request of the same call (`config.demoCallId`).
+ */
+export function recordingAdapter(timeline, defaultKind = 'api') {
+  const send = axios.getAdapter(axios.defaults.adapter);
+  return async function recordedAdapter(config) {
+    const id = timeline.beginRequest({
+      kind: config.demoKind ?? defaultKind,
+      method: config.method ?? 'get',
+      url: config.url,
+      callId: config.demoCallId ?? null,
+      gen: tokenGeneration(axios.AxiosHeaders.from(config.headers).get('Authorization')),
+      reason: config.demoReason ?? null,
     });
-  }
-  const api = apiInstance();
+    try {
+      const response = await send(config);
+      timeline.endRequest(id, { status: response.status });
+      return response;
+    } catch (err) {
+      let data = err.response?.data; // raw here: the adapter runs before axios parses JSON
+      if (typeof data === 'string') try { data = JSON.parse(data); } catch { data = null; }
+      timeline.endRequest(id, { status: err.response?.status ?? 0, error: data?.cause ?? data?.error ?? err.code ?? String(err) });
+      throw err;
+    }
+  };
+}
+
+/** An axios instance for `/`, recorded into `timeline`, with `broker` attached. */
+export function brokerAxios(broker, timeline) {
+  const api = axios.create({ baseURL: '/', timeout: 15000 });
+  api.defaults.adapter = recordingAdapter(timeline);
   const detach = attachAxios(api, broker);
+  const get = (path, callId) => api.get(path, { demoCallId: callId }).then((r) => r.data);
+  return { api, get, detach };
+}
+
+/** A short-lived broker for one run of the comparison: its own login, its own timeline. */
+export async function createBrokerSide(tokens, timeline) {
+  const b = await createTokenBroker({ refresh: { url: '/auth/refresh-token' }, tokens });
+  const stopRecording = timeline.attachBroker(b);
+  const { api, get, detach } = brokerAxios(b, timeline);
   return {
-    kind: 'broker',
-    api,
-    broker,
-    get state() { return broker.state; },
-    async logout() {
-      // The access token identifies the family to revoke; then the broker forgets its tokens.
-      await api.post('/auth/logout', null, { demoKind: 'auth' }).catch(() => {});
-      broker.logout();
+    get,
+    status: () => b.getSession().status,
+    async close() {
+      await api.post('/auth/logout', null, { demoKind: 'auth' }).catch(() => {}); // revokes the family
+      await b.logout();
+      stopRecording();
       detach();
-      broker.dispose();
+      b.dispose();
     },
   };
 }
@@ -63,13 +72,28 @@ export async function createBrokerClient({ tokens, onEvent, onSessionExpired }) 
 /**
  * The interceptor most apps hand-roll: attach the token, and on every 401 post the refresh token and
  * replay once. Nothing stops N parallel 401s from starting N refreshes with the same refresh token.
+ * `getSnapshot()`/`subscribe()` give its session in the broker's shape, so the page shows both alike.
  */
-export function createNaiveClient({ tokens: loginTokens, onEvent, onSessionExpired }) {
-  const session = { tokens: { ...loginTokens }, state: 'valid' };
-  const api = apiInstance();
+export function createNaiveClient({ tokens: loginTokens, timeline, onEvent = () => {}, onSessionExpired = () => {} }) {
+  let tokens = { ...loginTokens };
+  const view = (status) => ({
+    status,
+    isAuthenticated: status === 'valid',
+    generation: tokenGeneration(tokens?.access_token),
+    expiresAt: tokens ? tokens.receivedAt + Number(tokens.expires_in) * 1000 : null,
+    claims: tokens ? jwtClaims(tokens.access_token) : null,
+  });
+  tokens.receivedAt = Date.now();
+  const session = createStore(view('valid'));
+  const setStatus = (status) => session.set(view(status));
+
+  const authApi = axios.create();
+  authApi.defaults.adapter = recordingAdapter(timeline, 'auth');
+  const api = axios.create({ baseURL: '/', timeout: 15000 });
+  api.defaults.adapter = recordingAdapter(timeline);
 
   api.interceptors.request.use((config) => {
-    if (session.tokens) config.headers.Authorization = `Bearer ${session.tokens.access_token}`;
+    if (tokens) config.headers.Authorization = `Bearer ${tokens.access_token}`;
     return config;
   });
 
@@ -80,29 +104,32 @@ export function createNaiveClient({ tokens: loginTokens, onEvent, onSessionExpir
     let data;
     try {
       ({ data } = await authApi.post('/auth/refresh-token',
-        { refresh_token: session.tokens?.refresh_token }, { demoKind: 'refresh', demoReason: '401' }));
+        { refresh_token: tokens?.refresh_token }, { demoKind: 'refresh', demoReason: 'rejected' }));
     } catch (refreshError) {
       const cause = refreshError.response?.data?.cause ?? refreshError.message;
       onEvent({ type: 'naive', message: `refresh failed: ${cause}` });
-      if (session.state !== 'expired') {
-        session.state = 'expired';
+      if (session.getSnapshot().status !== 'expired') {
+        setStatus('expired');
         onSessionExpired(refreshError);
       }
       throw refreshError;
     }
-    session.tokens = { ...session.tokens, ...data };
+    tokens = { ...tokens, ...data, receivedAt: Date.now() };
+    setStatus(session.getSnapshot().status); // new expiry and generation (a dead session stays dead)
     onEvent({ type: 'naive', message: 'refresh ok, replaying' });
     return api(config); // the request interceptor puts the new token on
   });
 
   return {
-    kind: 'naive',
     api,
-    get state() { return session.state; },
-    async logout() {
-      await authApi.post('/auth/logout', { refresh_token: session.tokens?.refresh_token }).catch(() => {});
-      session.tokens = null;
-      session.state = 'anonymous';
+    get: (path, callId) => api.get(path, { demoCallId: callId }).then((r) => r.data),
+    getSnapshot: session.getSnapshot,
+    subscribe: session.subscribe,
+    status: () => session.getSnapshot().status,
+    async close() {
+      await authApi.post('/auth/logout', { refresh_token: tokens?.refresh_token }).catch(() => {});
+      tokens = null;
+      setStatus('anonymous');
     },
   };
 }
