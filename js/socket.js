@@ -35,6 +35,18 @@ function backoffOptions(value, who) {
 const backoffDelay = ({ baseMs, maxMs }, failures) =>
   Math.min(maxMs, baseMs * 2 ** Math.min(failures - 1, 30) * (0.8 + 0.4 * Math.random()));
 
+/**
+ * The token to connect with: the fresh one (no call into the module), or, after a server refused
+ * `rejected`, the one the broker hands back after the shared refresh.
+ */
+async function tokenFor(broker, fresh, rejected, signal) {
+  const token = rejected === undefined
+    ? fresh() ?? await broker.getAccessToken({ signal })
+    : await broker.tokenRejected(rejected, { signal });
+  if (signal.aborted) throw abortedError(signal);
+  return token;
+}
+
 /** A listener that throws must not break the connection's bookkeeping. */
 function call(f, ...args) {
   if (!f) return;
@@ -160,10 +172,7 @@ export function connectWebSocket(broker, urlOrFactory, options) {
     const { signal } = waiting;
     let token;
     try {
-      token = rejected === undefined
-        ? fresh() ?? await broker.getAccessToken({ signal })
-        : await broker.tokenRejected(rejected, { signal });
-      if (signal.aborted) throw abortedError(signal);
+      token = await tokenFor(broker, fresh, rejected, signal);
     } catch (e) {
       if (ended) return;
       if (FINAL.has(e?.code) || !(e instanceof TokenBrokerError)) {
@@ -438,10 +447,7 @@ export function openEventStream(broker, url, options) {
       const { signal } = controller;
       let token;
       try {
-        token = rejected === undefined
-          ? fresh() ?? await broker.getAccessToken({ signal })
-          : await broker.tokenRejected(rejected, { signal });
-        if (signal.aborted) throw abortedError(signal);
+        token = await tokenFor(broker, fresh, rejected, signal);
       } catch (e) {
         if (ended) return;
         if (FINAL.has(e?.code) || !(e instanceof TokenBrokerError)) {
