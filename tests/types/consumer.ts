@@ -42,6 +42,23 @@ export async function main(): Promise<void> {
   }
   console.log(res.status);
 
+  // Session state, idle activity, revocation, the GraphQL hook.
+  const session = broker.getSession();
+  const status: 'anonymous' | 'valid' | 'refreshing' | 'expired' = session.status;
+  const sub: unknown = session.claims?.['sub'];
+  const expiresAt: number | null = session.expiresAt;
+  const unsubscribe: () => void = broker.subscribe((s) => console.log(s.isAuthenticated, s.generation));
+  const removeListener: () => void = broker.addEventListener('tokens', (ev) => console.log(ev.generation));
+  broker.touch();
+  const loggedOut: Promise<void> = broker.logout();
+  await loggedOut;
+  unsubscribe();
+  removeListener();
+  console.log(status, sub, expiresAt);
+  attachAxios(api, broker, { isAuthFailure: (r) => r.status === 200 && r.data?.errors != null });
+  createAuthFetch(broker, { isAuthFailure: async (r) => (await r.json()).errors != null });
+  await createTokenBroker({ refresh: { url: '/t' }, revoke: { url: '/r' }, idleTimeoutMs: 60_000, debug: (e) => console.log(e.event, e.waiting) });
+
   // Misuse must not type-check.
   // @ts-expect-error replay is 'all' | 'idempotent' | false
   attachAxios(api, broker, { replay: 'sometimes' });
