@@ -13,7 +13,13 @@ use proptest::prelude::*;
 fn config() -> ProptestConfig {
     // proptest reads PROPTEST_CASES only when a test leaves the case count alone.
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    // The default run (npm test, CI) is the same every time: a CI run must not go red on a
+    // sequence no one has seen. Deep runs (PROPTEST_CASES set) explore with fresh seeds.
+    let rng_seed = match std::env::var_os("PROPTEST_CASES") {
+        None => proptest::test_runner::RngSeed::Fixed(0x746f_6b65_6e00),
+        Some(_) => ProptestConfig::default().rng_seed,
+    };
+    ProptestConfig { cases, failure_persistence: None, rng_seed, ..ProptestConfig::default() }
 }
 
 /// Every text `parse_token_set` may fail with: fixed, so no input can leak into a message.
