@@ -10,7 +10,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 
-const BUDGET = 60_000;
+const BUDGET = 60_100;
 const GOAL = 36 * 1024;
 
 const pkg = join(dirname(fileURLToPath(import.meta.url)), '..', 'pkg');

@@ -130,6 +130,19 @@ impl Inner {
         }
     }
 
+    /// Where the next decision came from (a message of another tab), for the debug log.
+    fn debug_note(&self, from: &str) {
+        if let Some(sink) = &self.debug {
+            let o = Object::new();
+            set(&o, "event", &JsValue::from_str("token set adopted"));
+            set(&o, "why", &JsValue::from_str(from));
+            let (generation, waiting) = { let c = self.core.borrow(); (c.generation(), c.waiting()) };
+            set(&o, "generation", &JsValue::from_f64(generation as f64));
+            set(&o, "waiting", &JsValue::from_f64(waiting as f64));
+            let _ = sink.call1(&JsValue::UNDEFINED, &o);
+        }
+    }
+
     /// One structured debug entry per decision; never a token.
     fn debug_entry(&self, ev: &Event, settled: usize) {
         let Some(sink) = &self.debug else { return };

@@ -306,6 +306,7 @@ pub(super) fn listen(inner: &Rc<Inner>) {
                     if let Some(tx) = inner.tabs.adopted.borrow_mut().take() {
                         let _ = tx.send(());
                     }
+                    inner.debug_note("from another tab");
                 }
                 apply(&inner, fx);
             }
