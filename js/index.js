@@ -14,7 +14,9 @@ let loading;
 // After free() a wasm-bindgen object throws "null pointer passed to rust" on every call. A broker
 // instead stays a disposed broker (every call rejects with DISPOSED); its memory is reclaimed
 // when it is garbage-collected.
+// The glue already pointed `Symbol.dispose` (`using broker = ...`) at the old free: repoint it.
 TokenBroker.prototype.free = function free() { this.dispose(); };
+if (typeof Symbol.dispose === 'symbol') TokenBroker.prototype[Symbol.dispose] = TokenBroker.prototype.free;
 
 const node = globalThis.process?.getBuiltinModule;
 

@@ -12,6 +12,8 @@ const CLOSED = 3;
 const PROVEN_AFTER_MS = 5000;
 /** Codes after which asking the broker again cannot help: the connection ends. */
 const FINAL = new Set(['SESSION_EXPIRED', 'LOGGED_OUT', 'DISPOSED', 'NOT_AUTHENTICATED', 'INVALID_OPTIONS']);
+/** An error getting the token that ends the connection (anything but a passing refresh failure). */
+const isFinal = (e) => FINAL.has(e?.code) || !(e instanceof TokenBrokerError);
 
 const invalid = (msg) => new TokenBrokerError('INVALID_OPTIONS', msg);
 
@@ -175,7 +177,7 @@ export function connectWebSocket(broker, urlOrFactory, options) {
       token = await tokenFor(broker, fresh, rejected, signal);
     } catch (e) {
       if (ended) return;
-      if (FINAL.has(e?.code) || !(e instanceof TokenBrokerError)) {
+      if (isFinal(e)) {
         finish({ why: 'session', error: e });
         return;
       }
@@ -450,7 +452,7 @@ export function openEventStream(broker, url, options) {
         token = await tokenFor(broker, fresh, rejected, signal);
       } catch (e) {
         if (ended) return;
-        if (FINAL.has(e?.code) || !(e instanceof TokenBrokerError)) {
+        if (isFinal(e)) {
           call(onError, e, { willRetry: false });
           finish({ why: 'session', error: e });
           return;

@@ -454,14 +454,20 @@ impl<W> Broker<W> {
     /// `getAccessToken()`: the current token if it is fresh, else a wait on the (new or running)
     /// refresh. `waiter` is called only when the caller has to wait.
     pub fn get_token(&mut self, now: Now, waiter: impl FnOnce() -> W) -> (Get, Vec<Effect<W>>) {
+        self.token_for(now, waiter, None)
+    }
+
+    /// [`Broker::get_token`] for a plain call (`replay: None`) or for the replay of a request of
+    /// session `replay` (a late 401), whose waiter must not be served another session's token.
+    fn token_for(&mut self, now: Now, waiter: impl FnOnce() -> W, replay: Option<u64>) -> (Get, Vec<Effect<W>>) {
         let mut fx = Vec::new();
         if let Some(e) = self.closed_error() {
             return (Get::Fail(e), fx);
         }
-        if self.flight.is_some() {
-            return (self.join(waiter, None), fx);
-        }
         self.note_activity(now, &mut fx);
+        if self.flight.is_some() {
+            return (self.join(waiter, replay), fx);
+        }
         let cooling = self.cooldown_ms(now) > 0.0;
         let reason = match &self.current {
             None if self.may_refresh_anonymous => RefreshReason::Anonymous,
@@ -474,7 +480,7 @@ impl<W> Broker<W> {
             Some(_) => RefreshReason::Expiring,
         };
         self.start_flight(reason, now, &mut fx);
-        (self.join(waiter, None), fx)
+        (self.join(waiter, replay), fx)
     }
 
     /// `tokenRejected(token)`: a request sent with `token` came back 401. An older token is a
@@ -500,12 +506,7 @@ impl<W> Broker<W> {
             _ if !self.seen.contains(&token_hash(token)) => (Get::Fail(BrokerError::LoggedOut), Vec::new()),
             // An earlier token of this session: a late 401, served without a new refresh.
             _ => {
-                let (get, mut fx) = self.get_token(now, waiter);
-                if let (Get::Wait(id), Some(f)) = (&get, self.flight.as_mut()) {
-                    if let Some(w) = f.waiters.iter_mut().find(|w| w.0 == *id) {
-                        w.2 = Some(session);
-                    }
-                }
+                let (get, mut fx) = self.token_for(now, waiter, Some(session));
                 fx.insert(0, Effect::Emit(Event::Stale401));
                 (get, fx)
             }

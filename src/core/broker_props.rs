@@ -18,7 +18,7 @@
 //! 401 asked for are 1 s apart; `fresh()` never promises more than `get_token`.
 //!
 //! `PROPTEST_CASES=N` sets the number of sequences (default 256): proptest itself ignores the
-//! variable once a test sets its case count, so [`config`] reads it.
+//! variable once a test sets its case count, so `config` (in parsers_props.rs) reads it.
 
 use super::*;
 use proptest::collection::vec;
@@ -30,18 +30,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 type B = Broker<u32>;
 type Fx = Vec<Effect<u32>>;
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
-    // A failure becomes a plain #[test] in this file, so proptest need not write regression
-    // files into the source tree.
-    // The default run (npm test, CI) is the same every time: a CI run must not go red on a
-    // sequence no one has seen. Deep runs (PROPTEST_CASES set) explore with fresh seeds.
-    let rng_seed = match std::env::var_os("PROPTEST_CASES") {
-        None => proptest::test_runner::RngSeed::Fixed(0x746f_6b65_6e00),
-        Some(_) => ProptestConfig::default().rng_seed,
-    };
-    ProptestConfig { cases, failure_persistence: None, rng_seed, ..ProptestConfig::default() }
-}
+// One configuration for every property of the core (case count from PROPTEST_CASES, a fixed
+// seed for the default run, no regression files in the source tree).
+use crate::core::parsers_props::config;
 
 // ---- inputs ----
 

@@ -10,7 +10,9 @@ use super::*;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-fn config() -> ProptestConfig {
+/// The configuration of every property test of the core, also used by broker_props.rs. A
+/// failure becomes a plain #[test], so proptest writes no regression files into the source tree.
+pub(crate) fn config() -> ProptestConfig {
     // proptest reads PROPTEST_CASES only when a test leaves the case count alone.
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
     // The default run (npm test, CI) is the same every time: a CI run must not go red on a

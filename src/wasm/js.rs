@@ -143,20 +143,17 @@ pub(crate) fn type_name(v: &JsValue) -> &'static str {
 }
 
 /// Builds the JS error every failure becomes: `name = "TokenBrokerError"`, a stable `code`,
-/// and (when given) the original failure as `cause`. Never a token in either.
+/// the code's message (with `detail` after it), and (when given) the original failure as
+/// `cause`. Never a token in any of them.
 pub(crate) fn js_error(e: BrokerError, detail: Option<&str>, cause: &JsValue) -> JsValue {
-    let mut msg = String::from(e.message());
-    if let Some(d) = detail {
-        msg.push_str(": ");
-        msg.push_str(d);
-    }
-    let err = js_sys::Error::new(&msg);
-    err.set_name("TokenBrokerError");
-    set(&err, "code", &JsValue::from_str(e.code()));
+    let err = match detail {
+        Some(d) => coded_error(e, &[e.message(), ": ", d]),
+        None => coded_error(e, &[e.message()]),
+    };
     if !cause.is_undefined() {
         set(&err, "cause", cause);
     }
-    err.into()
+    err
 }
 
 /// A `TokenBrokerError` whose whole message is `parts` joined (when the code's stock message

@@ -49,11 +49,10 @@ pub(crate) struct Inner {
     tabs: tabs::Tabs,
     /// `tokens` was given: it wins over whatever storage holds.
     has_initial_tokens: bool,
-    /// The session snapshot `getSession()` returns, and what it was made from: a new object only
-    /// when something a view shows changed (React's `useSyncExternalStore` needs a stable identity).
-    session: RefCell<(SessionKey, JsValue)>,
-    /// The decoded claims of the current access token, by token.
-    claims: RefCell<(String, JsValue)>,
+    /// The session snapshot `getSession()` returns, what it was made from, and its decoded claims:
+    /// a new object only when something a view shows changed (React's `useSyncExternalStore` needs
+    /// a stable identity); the claims are decoded again only when the token changed.
+    session: RefCell<(SessionKey, JsValue, JsValue)>,
     subscribers: RefCell<Vec<Function>>,
     /// The `debug` sink; `None` (the default) costs one check per transition.
     debug: Option<Function>,
@@ -90,35 +89,35 @@ impl Inner {
     /// Rebuilds the session snapshot if what it shows changed; `true` when it did.
     fn sync_session(&self) -> bool {
         let key = self.session_key();
-        if self.session.borrow().0 == key {
+        let (old_key, _, old_claims) = self.session.borrow().clone();
+        if old_key == key {
             return false;
         }
-        let (status, authenticated, generation, expires_at, token) = {
+        let (status, authenticated, generation, expires_at, new_token) = {
             let c = self.core.borrow();
-            (c.state().as_str(), c.is_authenticated(), c.generation(), c.expires_at_wall_ms(), c.access_token().map(String::from))
+            // Copied out only when the token changed: decoding runs page code (`atob`,
+            // `JSON.parse`), never while the core is borrowed.
+            let new_token = c.access_token().filter(|_| old_key.4 != key.4).map(String::from);
+            (c.state().as_str(), c.is_authenticated(), c.generation(), c.expires_at_wall_ms(), new_token)
+        };
+        // The access token's JWT payload, decoded (never verified) once per token, or `null`.
+        let claims = match (new_token, key.4) {
+            (_, 0) => JsValue::NULL,
+            (None, _) => old_claims,
+            (Some(mut token), _) => {
+                let claims = js::jwt_payload(&token).map_or(JsValue::NULL, |p| Object::freeze(&p).into());
+                core::wipe(&mut token);
+                claims
+            }
         };
         let o = Object::new();
         set(&o, "status", &JsValue::from_str(status));
         set(&o, "isAuthenticated", &JsValue::from_bool(authenticated));
         set(&o, "generation", &JsValue::from_f64(generation as f64));
         set(&o, "expiresAt", &expires_at.map_or(JsValue::NULL, JsValue::from_f64));
-        set(&o, "claims", &self.claims_of(token));
-        let o = Object::freeze(&o);
-        *self.session.borrow_mut() = (key, o.into());
+        set(&o, "claims", &claims);
+        *self.session.borrow_mut() = (key, Object::freeze(&o).into(), claims);
         true
-    }
-
-    /// The access token's JWT payload, decoded (never verified), or `null`; frozen, cached per token.
-    fn claims_of(&self, token: Option<String>) -> JsValue {
-        let Some(mut token) = token else { return JsValue::NULL };
-        let mut cache = self.claims.borrow_mut();
-        if cache.0 != token {
-            let claims = js::jwt_payload(&token).map_or(JsValue::NULL, |p| Object::freeze(&p).into());
-            core::wipe(&mut cache.0);
-            *cache = (token.clone(), claims);
-        }
-        core::wipe(&mut token);
-        cache.1.clone()
     }
 
     fn notify_subscribers(&self) {
@@ -441,8 +440,7 @@ impl TokenBroker {
             fast: Object::new(),
             tabs: tabs::Tabs::new(&name, cross_tab, store),
             has_initial_tokens,
-            session: RefCell::new(((u8::MAX, 0, 0, 0, 0), JsValue::NULL)),
-            claims: RefCell::new((String::new(), JsValue::NULL)),
+            session: RefCell::new(((u8::MAX, 0, 0, 0, 0), JsValue::NULL, JsValue::NULL)),
             subscribers: RefCell::new(Vec::new()),
             debug,
         });

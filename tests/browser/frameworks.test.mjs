@@ -9,8 +9,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
-import { ROOT, launchChromium } from './harness.mjs';
-import { startTokenServer } from '../../scripts/token-server.mjs';
+import { ROOT, startSite } from './harness.mjs';
 
 const T = { timeout: 90_000 };
 const PKG = process.env.TB_PKG_DIR ?? path.join(ROOT, 'pkg');
@@ -63,7 +62,7 @@ window.tb = { createTokenBroker, createAuthFetch };
 window.ready = true;
 </script>`;
 
-let dir, server, browser;
+let site, dir, server, browser, control;
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tb-frameworks-'));
   fs.cpSync(PKG, path.join(dir, 'pkg'), { recursive: true, dereference: true });
@@ -81,17 +80,10 @@ before(async () => {
     });
     fs.writeFileSync(path.join(dir, `${name}.html`), PAGE(name));
   }
-  server = await startTokenServer(['--port', '0', '--foreign-port', '0', '--test-controls', '--static', dir, '--access-ttl', '60']);
-  browser = await launchChromium();
+  site = await startSite(dir);
+  ({ server, browser, control } = site);
 });
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-const control = async (name, body) => (await fetch(`${server.base}/__control/${name}`, body === undefined ? {}
-  : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })).json();
+after(async () => { await site?.close(); });
 
 for (const name of Object.keys(APPS)) {
   test(`${name}: the view follows the session through render, expiry, a burst and logout`, T, async () => {

@@ -45,6 +45,37 @@ export function launchChromium() {
 const startServer = (dir) => startTokenServer(['--port', '0', '--foreign-port', '0', '--test-controls',
   '--static', dir, '--access-ttl', '2']);
 
+/** `control(name, body?)`: the reference server's /__control API (GET without a body, else POST). */
+export function controller(base) {
+  return async function control(name, body) {
+    const res = await fetch(`${base}/__control/${name}`, body === undefined
+      ? {}
+      : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    if (!res.ok) throw new Error(`control ${name}: ${res.status} ${await res.text()}`);
+    const text = await res.text();
+    return text ? JSON.parse(text) : null;
+  };
+}
+
+/**
+ * The reference server serving `dir` (60 s tokens) and a Chromium, for test files that build
+ * their own pages; `close()` stops both and removes `dir`.
+ */
+export async function startSite(dir) {
+  const server = await startTokenServer(['--port', '0', '--foreign-port', '0', '--test-controls', '--static', dir, '--access-ttl', '60']);
+  const browser = await launchChromium().catch(async (e) => { await server.stop(); throw e; });
+  return {
+    server,
+    browser,
+    control: controller(server.base),
+    async close() {
+      await browser.close().catch(() => {});
+      await server.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 /**
  * Starts server + browser + page. Call in `before()`; `close()` in `after()`.
  * @returns {Promise<Harness>}
@@ -58,14 +89,7 @@ export async function startHarness() {
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(String(e)));
 
-  async function control(name, body) {
-    const res = await fetch(`${server.base}/__control/${name}`, body === undefined
-      ? {}
-      : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    if (!res.ok) throw new Error(`control ${name}: ${res.status} ${await res.text()}`);
-    const text = await res.text();
-    return text ? JSON.parse(text) : null;
-  }
+  const control = controller(server.base);
 
   const h = {
     base: server.base,

@@ -386,3 +386,14 @@ test('a 401 on the current token still refreshes at once, even right after a ref
   assert.equal(result, true);
   assert.equal(delta.refresh_calls, 2);
 });
+
+test('[Symbol.dispose]() (`using broker = ...`) leaves a disposed broker too, never a freed one', T, async () => {
+  await h.run(() => tb.start());
+  const out = await h.run(async () => {
+    const b = await tb.createTokenBroker({ refresh: { url: '/auth/refresh-token' }, tokens: window.t.tokens });
+    if (typeof Symbol.dispose !== 'symbol') return 'no Symbol.dispose';
+    b[Symbol.dispose]();
+    return b.getAccessToken().then(() => 'resolved', (e) => `${e.name}:${e.code ?? e.message}`);
+  });
+  assert.ok(out === 'TokenBrokerError:DISPOSED' || out === 'no Symbol.dispose', out);
+});

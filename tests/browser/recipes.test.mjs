@@ -12,8 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { build } from 'esbuild';
-import { ROOT, launchChromium } from './harness.mjs';
-import { startTokenServer } from '../../scripts/token-server.mjs';
+import { ROOT, startSite } from './harness.mjs';
 
 const T = { timeout: 90_000 };
 const PKG = process.env.TB_PKG_DIR ?? path.join(ROOT, 'pkg');
@@ -144,7 +143,7 @@ window.settle = async (p) => {
 window.ready = true;
 </script>`;
 
-let dir, server, browser;
+let site, dir, server, browser, control;
 const versions = {};
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tb-recipes-'));
@@ -164,21 +163,11 @@ before(async () => {
   for (const { pkg } of Object.values(RECIPES)) {
     versions[pkg] = JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')).version;
   }
-  server = await startTokenServer(['--port', '0', '--foreign-port', '0', '--test-controls', '--static', dir, '--access-ttl', '60']);
-  browser = await launchChromium();
+  site = await startSite(dir);
+  ({ server, browser, control } = site);
 });
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-});
+after(async () => { await site?.close(); });
 
-async function control(name, body) {
-  const res = await fetch(`${server.base}/__control/${name}`, body === undefined ? {}
-    : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  if (!res.ok) throw new Error(`control ${name}: ${res.status} ${await res.text()}`);
-  return res.json();
-}
 
 /** after − before for every numeric counter. */
 const diff = (a, b) => Object.fromEntries(Object.keys(b).filter((k) => typeof b[k] === 'number').map((k) => [k, b[k] - (a[k] ?? 0)]));

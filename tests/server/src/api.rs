@@ -753,6 +753,11 @@ fn auth_info(auth: &Auth) -> LogInfo {
         Auth::Missing => (None, "no_token".to_string()),
         Auth::Invalid(d, c) => (c.as_ref(), format!("invalid_token: {d}")),
     };
+    log_info(claims, outcome)
+}
+
+/// The request log's view of a token (never the token itself) and what became of the request.
+pub(crate) fn log_info(claims: Option<&Claims>, outcome: String) -> LogInfo {
     LogInfo {
         token_jti: claims.map(|c| c.jti.clone()),
         token_generation: claims.map(|c| c.gen),

@@ -23,9 +23,10 @@ use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use crate::api::log_info;
 use crate::app::App;
 use crate::jwt::Claims;
-use crate::store::{AccessError, LogInfo};
+use crate::store::AccessError;
 use crate::web::{error_json, json_response, with_info};
 
 /// How often a live connection's token is checked against the (test-shiftable) clock.
@@ -188,15 +189,6 @@ fn still_valid(app: &App, claims: &Claims) -> Result<(), (u16, &'static str)> {
     }
 }
 
-fn log_info(claims: Option<&Claims>, outcome: String) -> LogInfo {
-    LogInfo {
-        token_jti: claims.map(|c| c.jti.clone()),
-        token_generation: claims.map(|c| c.gen),
-        token_family: claims.map(|c| c.fam.clone()),
-        outcome: Some(outcome),
-        ..LogInfo::default()
-    }
-}
 
 fn query_token(uri: &Uri) -> Option<String> {
     let params: Vec<(String, String)> = serde_urlencoded::from_str(uri.query()?).ok()?;
