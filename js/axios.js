@@ -6,6 +6,7 @@ import {
 
 const SENT = Symbol('token-broker.sentToken'); // the token a request went out with
 const REPLAY = Symbol('token-broker.replayToken'); // set on the single replay of a request
+const NONCED = Symbol('token-broker.nonceRetry'); // set on the single DPoP nonce retry of a request
 
 // axios's own rules (helpers/isAbsoluteURL, combineURLs, buildFullPath): the URL it will send.
 const ABSOLUTE = /^([a-z][a-z\d+\-.]*:)?\/\//i;
@@ -25,9 +26,11 @@ function headerGet(headers, name) {
   return key === undefined ? undefined : headers[key];
 }
 
-function withToken(config, token) {
-  if (typeof config.headers?.set === 'function') config.headers.set('Authorization', `Bearer ${token}`);
-  else config.headers = { ...config.headers, Authorization: `Bearer ${token}` };
+function withToken(config, token, proof) {
+  const set = { Authorization: proof === undefined ? `Bearer ${token}` : `DPoP ${token}` };
+  if (proof !== undefined) set.DPoP = proof;
+  if (typeof config.headers?.set === 'function') config.headers.set(set);
+  else config.headers = { ...config.headers, ...set };
   config[SENT] = token;
   return config;
 }
@@ -43,6 +46,12 @@ export function attachAxios(axiosInstance, broker, options) {
   const extra = originSet(opts.allowedOrigins, 'attachAxios');
   const brokerHas = brokerOrigins(broker);
   const fresh = freshToken(broker);
+  // DPoP: `Authorization: DPoP <token>` and a fresh proof for every request, replay and retry.
+  const dpop = broker.dpop === true;
+  const method = (config) => String(config.method || 'get').toUpperCase();
+  const authorize = (config, token) => (dpop
+    ? broker.dpopProof(method(config), fullPath(config), { accessToken: token }).then((p) => withToken(config, token, p))
+    : withToken(config, token));
 
   // The instance's own baseURL origin is allowed, when the app wrote it out (absolute): a relative
   // baseURL resolves against the page's base URL, which injected HTML may have moved elsewhere.
@@ -63,11 +72,11 @@ export function attachAxios(axiosInstance, broker, options) {
     const token = config[REPLAY] ?? fresh();
     if (token !== undefined) {
       if (config.signal?.aborted) throw abortedError(config.signal);
-      return withToken(config, token);
+      return authorize(config, token);
     }
     return broker.getAccessToken({ signal: config.signal }).then((t) => {
       if (config.signal?.aborted) throw abortedError(config.signal); // the caller gave up meanwhile
-      return withToken(config, t);
+      return authorize(config, t);
     });
   };
 
@@ -77,18 +86,35 @@ export function attachAxios(axiosInstance, broker, options) {
     return !finalUrl || allowed(finalUrl);
   };
 
+  // Every answer to a DPoP request may carry the server's next nonce (RFC 9449 §8), 200s too.
+  const noteNonce = (response) => {
+    if (dpop && response?.config?.[SENT]) {
+      broker.dpopNonce(response.request?.responseURL || fullPath(response.config), response.headers);
+    }
+  };
+
   const onResponseError = async (error) => {
     const config = error?.config;
     const response = error?.response;
-    if (!config || response?.status !== 401 || !config[SENT] || config[REPLAY] !== undefined) throw error;
+    noteNonce(response);
+    if (!config || response?.status !== 401 || !config[SENT]) throw error;
     if (config.signal?.aborted) throw error;
     if (!fromAllowedOrigin(error.request)) throw error;
-    if (!broker.shouldRefreshOn401(headerGet(response.headers, 'www-authenticate') ?? null)) throw error;
+    const challenge = dpop ? broker.authChallenge(headerGet(response.headers, 'www-authenticate') ?? null) : null;
+    if (challenge === 'nonce') {
+      // The server wants its nonce in the proof: the same request once more, no refresh.
+      if (config[NONCED] || !replayAllowed(replay, config.method, headerGet(config.headers, 'idempotency-key') != null)) throw error;
+      return axiosInstance.request({ ...config, [NONCED]: true, [SENT]: undefined });
+    }
+    if (config[REPLAY] !== undefined) throw error;
+    if (!(challenge === null ? broker.shouldRefreshOn401(headerGet(response.headers, 'www-authenticate') ?? null) : challenge === 'refresh')) throw error;
     return renewAndReplay(config, error);
   };
 
   // "Auth failure inside a 200" (GraphQL's UNAUTHENTICATED, a body error code): the app says so.
   const onResponse = async (response) => {
+    noteNonce(response);
+    if (!isAuthFailure) return response;
     const config = response?.config;
     if (!config?.[SENT] || config[REPLAY] !== undefined || config.signal?.aborted) return response;
     if (!fromAllowedOrigin(response.request) || !(await isAuthFailure(response))) return response;
@@ -109,7 +135,7 @@ export function attachAxios(axiosInstance, broker, options) {
   }
 
   const requestId = axiosInstance.interceptors.request.use(onRequest);
-  const responseId = axiosInstance.interceptors.response.use(isAuthFailure ? onResponse : undefined, onResponseError);
+  const responseId = axiosInstance.interceptors.response.use(isAuthFailure || dpop ? onResponse : undefined, onResponseError);
   return function detach() {
     axiosInstance.interceptors.request.eject(requestId);
     axiosInstance.interceptors.response.eject(responseId);

@@ -11,16 +11,17 @@ function isStreamed(init) {
 
 const isPlainObject = (h) => h != null && typeof h === 'object' && Object.getPrototypeOf(h) === Object.prototype;
 
-/** The caller's headers plus the token, without touching the caller's object. */
-function headersWith(headers, token) {
-  const value = `Bearer ${token}`;
+/** The caller's headers plus the token (and its DPoP proof), without touching the caller's object. */
+function headersWith(headers, token, proof) {
+  const value = proof === undefined ? `Bearer ${token}` : `DPoP ${token}`;
   // A plain object without its own Authorization: a copy is cheaper than a Headers object.
-  if (headers === undefined) return { Authorization: value };
-  if (isPlainObject(headers) && !Object.keys(headers).some((k) => k.toLowerCase() === 'authorization')) {
+  if (proof === undefined && headers === undefined) return { Authorization: value };
+  if (proof === undefined && isPlainObject(headers) && !Object.keys(headers).some((k) => k.toLowerCase() === 'authorization')) {
     return { ...headers, Authorization: value };
   }
   const h = new Headers(headers);
   h.set('Authorization', value);
+  if (proof !== undefined) h.set('DPoP', proof);
   return h;
 }
 
@@ -37,6 +38,9 @@ export function createAuthFetch(broker, options) {
   const brokerHas = brokerOrigins(broker);
   const allowed = originGate((o) => extra.has(o) || brokerHas(o));
   const fresh = freshToken(broker);
+  // DPoP: `Authorization: DPoP <token>` and a fresh proof for every send, replay and retry.
+  const dpop = broker.dpop === true;
+  const proof = (method, url, token) => broker.dpopProof(method, url, { accessToken: token });
 
   return async function authFetch(input, init) {
     const send = opts.fetch ?? globalThis.fetch; // resolved per call: late polyfills and test stubs apply
@@ -47,22 +51,40 @@ export function createAuthFetch(broker, options) {
     const signal = init?.signal ?? undefined;
     const token = fresh() ?? (await broker.getAccessToken({ signal }));
     if (signal?.aborted) throw abortedError(signal);
-    const headers = headersWith(init?.headers, token);
-    const response = await send(input, { ...init, headers });
+    const method = String(init?.method ?? 'GET').toUpperCase();
+    const withAuth = async (t) => headersWith(init?.headers, t, dpop ? await proof(method, url, t) : undefined);
+    const headers = dpop ? await withAuth(token) : headersWith(init?.headers, token);
+    const replayable = () => !isStreamed(init) && replayAllowed(replay, method, hasHeader(headers, 'idempotency-key')) && !signal?.aborted;
+    let response = await send(input, { ...init, headers });
+    if (dpop && nonceAsked(response, url) && replayable()) {
+      response.body?.cancel().catch(() => {});
+      response = await send(input, { ...init, headers: await withAuth(token) }); // the one nonce retry
+      nonceAsked(response, url);
+    }
     const rejected = mayRefresh(response);
     if (rejected === false || !(await rejected)) return response;
 
     const renewed = broker.tokenRejected(token, { signal });
-    const method = String(init?.method ?? 'GET').toUpperCase();
-    if (isStreamed(init) || !replayAllowed(replay, method, hasHeader(headers, 'idempotency-key')) || signal?.aborted) {
+    if (!replayable()) {
       renewed.catch(() => {}); // later calls get a fresh token; the caller gets this 401
       return response;
     }
     response.body?.cancel().catch(() => {}); // this 401 is never returned: free its connection
     const next = await renewed;
     if (signal?.aborted) throw abortedError(signal); // no replay after an abort
-    return send(input, { ...init, headers: headersWith(init?.headers, next) }); // the one replay
+    return send(input, { ...init, headers: await withAuth(next) }); // the one replay
   };
+
+  /**
+   * DPoP: notes the response's nonce (every answer may carry the next one, RFC 9449 §8) and says
+   * whether it is a `use_dpop_nonce` challenge: the same request once more, no refresh.
+   */
+  function nonceAsked(response, url) {
+    const from = response.url || url;
+    if (response.url && !allowed(response.url)) return false;
+    broker.dpopNonce(from, response.headers);
+    return response.status === 401 && broker.authChallenge(response.headers.get('WWW-Authenticate')) === 'nonce';
+  }
 
   /**
    * A rejection of our token: from an allowed origin (not one a redirect led to), a 401 worth a
@@ -82,11 +104,23 @@ export function createAuthFetch(broker, options) {
     if (!allowed(request.url)) return send(request);
     const token = fresh() ?? (await broker.getAccessToken({ signal: request.signal }));
     if (request.signal.aborted) throw abortedError(request.signal);
-    request.headers.set('Authorization', `Bearer ${token}`);
+    const authorize = async (r, t) => {
+      r.headers.set('Authorization', dpop ? `DPoP ${t}` : `Bearer ${t}`);
+      if (dpop) r.headers.set('DPoP', await proof(r.method, r.url, t));
+      return r;
+    };
+    await authorize(request, token);
     // Keep a copy for the replay BEFORE the first send consumes the body.
-    const spare = !isStreamed(init) && replayAllowed(replay, request.method, request.headers.has('Idempotency-Key'))
+    let spare = !isStreamed(init) && replayAllowed(replay, request.method, request.headers.has('Idempotency-Key'))
       ? request.clone() : null;
-    const response = await send(request);
+    let response = await send(request);
+    if (dpop && nonceAsked(response, request.url) && spare && !request.signal.aborted) {
+      response.body?.cancel().catch(() => {});
+      const again = spare;
+      spare = again.clone();
+      response = await send(await authorize(again, token)); // the one nonce retry
+      nonceAsked(response, request.url);
+    }
     const rejected = mayRefresh(response);
     if (rejected === false || !(await rejected)) return response;
     const renewed = broker.tokenRejected(token, { signal: request.signal });
@@ -97,7 +131,6 @@ export function createAuthFetch(broker, options) {
     response.body?.cancel().catch(() => {});
     const next = await renewed;
     if (request.signal.aborted) throw abortedError(request.signal);
-    spare.headers.set('Authorization', `Bearer ${next}`);
-    return send(spare);
+    return send(await authorize(spare, next));
   }
 }

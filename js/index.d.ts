@@ -3,10 +3,11 @@ A token set, in the app's spelling or the token endpoint's own (RFC 6749 §5.1).
 
 `expiresIn` (seconds) counts from the moment the broker receives the set, so the client's clock
 never matters. Without it, a JWT access token's `exp - iat` is used; otherwise the token is
-trusted until a request with it comes back 401.
+trusted until a request with it comes back 401. `tokenType` must be `'DPoP'` when the broker
+has `dpop` on, and must not be when it has not.
 */
 export type TokenSet =
-  | { accessToken: string; refreshToken?: string | null; expiresIn?: number | string | null }
+  | { accessToken: string; refreshToken?: string | null; expiresIn?: number | string | null; tokenType?: string }
   | { access_token: string; refresh_token?: string | null; expires_in?: number | string | null; token_type?: string };
 
 /** What a refresh function receives. */
@@ -15,6 +16,17 @@ export interface RefreshContext {
   refreshToken: string | null;
   /** Aborted when the broker gives up on this attempt (timeout, logout, dispose). Pass it to fetch/axios. */
   signal: AbortSignal;
+  /**
+  With `dpop` on: the DPoP proof for the function's own token request (send it as the `DPoP`
+  header), carrying the token endpoint's nonce when one is known. When the endpoint answers 400
+  `use_dpop_nonce`, reject with the error as axios makes it (or with `error` and `headers` on it):
+  the broker reads the new `DPoP-Nonce` from `err.response.headers` or `err.headers` and calls the
+  function once more, without counting a failure.
+  @example
+  refresh: async ({ refreshToken, signal, dpopProof }) =>
+    (await axios.post(TOKEN_URL, form(refreshToken), { signal, headers: { DPoP: await dpopProof('POST', TOKEN_URL) } })).data
+  */
+  dpopProof?: (method: string, url: string) => Promise<string>;
 }
 
 /**
@@ -104,6 +116,20 @@ export interface TokenBrokerOptions {
   `storageerror` event.
   */
   storage?: 'memory' | 'session' | 'local' | TokenStorage;
+  /**
+  DPoP (RFC 9449): bind the tokens to a key the page holds but cannot export, so a stolen token
+  is useless elsewhere. A non-extractable ES256 key pair is made once per session (grant) and
+  kept in IndexedDB (`store: 'indexeddb'`, the default: reloads and every tab of a `crossTab`
+  session use the same key) or in memory (`store: 'memory'`: this broker only). Every request
+  through the adapters then carries `Authorization: DPoP <token>` and a fresh `DPoP` proof; the
+  token endpoint's and each API's nonces are taken from every answer, and a `use_dpop_nonce`
+  challenge is answered by sending the request once more, never by a refresh. Every token set
+  must have `token_type: "DPoP"`: a bearer answer is `INVALID_TOKEN_RESPONSE`, never used
+  instead. The key is deleted on `logout()` and when the session expires; a stored session whose
+  key is gone ends with `SESSION_EXPIRED`. Needs a secure context (https or localhost).
+  Log in with a proof from {@link TokenBroker.dpopProof}, then call {@link TokenBroker.setTokens}.
+  */
+  dpop?: boolean | { store?: 'indexeddb' | 'memory' };
 }
 
 /** One `debug` line. */
@@ -184,6 +210,32 @@ export interface TokenBroker {
   tokenRejected(token: string, options?: { signal?: AbortSignal | null }): Promise<string>;
   /** Whether a 401 with this `WWW-Authenticate` deserves a refresh (bare or `invalid_token`: yes; `insufficient_scope`: no). */
   shouldRefreshOn401(wwwAuthenticate?: string | null): boolean;
+  /**
+  What a 401 with this `WWW-Authenticate` asks for: `'refresh'` (as {@link TokenBroker.shouldRefreshOn401}),
+  `'nonce'` for DPoP's `use_dpop_nonce` (send the request once more with a new proof and the same
+  token; no refresh), or `'none'` (the 401 is the answer: `insufficient_scope`, `invalid_dpop_proof`, ...).
+  */
+  authChallenge(wwwAuthenticate?: string | null): 'refresh' | 'nonce' | 'none';
+  /** `true` when the broker was created with `dpop`: its tokens are DPoP-bound. */
+  readonly dpop: boolean;
+  /**
+  A DPoP proof (RFC 9449 §4) for one request, for transports other than the adapters and for the
+  login request that starts a DPoP session: `typ: dpop+jwt`, ES256, the public key, a unique
+  `jti`, `htm`, `htu` (the URL without query and fragment, resolved as the browser sends it),
+  `iat`, the server's nonce when known, and with `accessToken` its hash (`ath`) for a resource
+  request. Never reuse a proof. Rejects with `INVALID_OPTIONS` on a broker without `dpop`.
+  @example
+  const res = await fetch('/auth/login', { method: 'POST', headers: { DPoP: await broker.dpopProof('POST', '/auth/login') }, body });
+  broker.dpopNonce('/auth/login', res.headers, { tokenEndpoint: true });
+  broker.setTokens(await res.json());
+  */
+  dpopProof(method: string, url: string | URL, options?: { accessToken?: string }): Promise<string>;
+  /**
+  Takes the server's next nonce from an answer's `DPoP-Nonce` header (any status, 200s too), for
+  transports other than the adapters. `tokenEndpoint: true` for answers of the authorization
+  server (its nonce is kept apart from the APIs'). Throws `INVALID_OPTIONS` on a broker without `dpop`.
+  */
+  dpopNonce(url: string | URL, headers: Headers | Record<string, string>, options?: { tokenEndpoint?: boolean }): void;
   /** Whether `origin` may receive the token: the page's own origin or one in `allowedOrigins`. */
   allowsOrigin(origin: string): boolean;
   /**

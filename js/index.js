@@ -78,11 +78,61 @@ export function initTokenBroker(source) {
   return attempt;
 }
 
+// DPoP key holders (dpop.js) by broker: the module calls them too, through its `dpop` option.
+const holders = new WeakMap();
+
 /** Creates a broker; see index.d.ts for the options. */
 export async function createTokenBroker(options) {
   await (loading ?? initTokenBroker());
-  return TokenBroker.create(options);
+  const own = (k) => (options !== null && typeof options === 'object' && Object.hasOwn(options, k) ? options[k] : undefined);
+  const dpop = own('dpop');
+  if (dpop === undefined || dpop === false) return TokenBroker.create(options);
+  // Loaded only by the apps that use DPoP: the others never download it.
+  const { openDpop } = await import('./dpop.js');
+  const holder = await openDpop(dpop, own('name'));
+  try {
+    const broker = await TokenBroker.create({ ...options, dpop: holder });
+    holders.set(broker, holder);
+    return broker;
+  } catch (e) {
+    holder.close();
+    throw e;
+  }
 }
+
+const noDpop = (who) => new TokenBrokerError('INVALID_OPTIONS', `${who}: this broker was created without dpop (createTokenBroker({ dpop: true, ... }))`);
+
+function checkUrl(url, who) {
+  if (typeof url !== 'string' && !(url instanceof URL)) throw new TypeError(`${who}: url must be a string or a URL (got ${url === null ? 'null' : typeof url})`);
+}
+
+Object.defineProperties(TokenBroker.prototype, {
+  dpop: { get() { return holders.has(this); }, configurable: true },
+  dpopProof: {
+    configurable: true,
+    writable: true,
+    value: async function dpopProof(method, url, options) {
+      const holder = holders.get(this);
+      if (!holder) throw noDpop('dpopProof');
+      if (typeof method !== 'string' || !method) throw new TypeError(`dpopProof: method must be an HTTP method like 'GET' (got ${typeof method})`);
+      checkUrl(url, 'dpopProof');
+      const token = options != null && Object.hasOwn(options, 'accessToken') ? options.accessToken : undefined;
+      if (token !== undefined && typeof token !== 'string') throw new TypeError(`dpopProof: accessToken must be a string (got ${token === null ? 'null' : typeof token})`);
+      return token === undefined ? holder.proof(method.toUpperCase(), String(url)) : holder.resourceProof(method.toUpperCase(), String(url), token);
+    },
+  },
+  dpopNonce: {
+    configurable: true,
+    writable: true,
+    value: function dpopNonce(url, headers, options) {
+      const holder = holders.get(this);
+      if (!holder) throw noDpop('dpopNonce');
+      checkUrl(url, 'dpopNonce');
+      const tokenEndpoint = options != null && Object.hasOwn(options, 'tokenEndpoint') && options.tokenEndpoint === true;
+      holder.note(tokenEndpoint ? 'as' : 'rs', String(url), headers);
+    },
+  },
+});
 
 /**
  * The error every broker failure is. Errors made inside the WebAssembly module are plain

@@ -13,16 +13,24 @@
  * origin, the broker's `allowedOrigins` and the call's own `allowedOrigins`. For that check
  * `ws:` counts as `http:` and `wss:` as `https:`.
  *
+ * With a DPoP broker (`createTokenBroker({ dpop: true })`, RFC 9449) every connection carries a
+ * fresh proof: the event stream sends `Authorization: DPoP <token>` and a `DPoP` header; a socket
+ * must use `auth: 'message'`, whose auth message carries the proof (a browser's handshake can
+ * carry no `DPoP` header). A server's nonce challenge is answered by one retry with the new nonce,
+ * never by a refresh.
+ *
  * @packageDocumentation
  */
 import type { TokenBroker } from './index.js';
 
 /**
  * The parts of a {@link TokenBroker} these helpers use. `addEventListener` is optional: without
- * it, a logout is noticed only when the next token is asked for.
+ * it, a logout is noticed only when the next token is asked for. A DPoP broker (`dpop: true`)
+ * also lends `dpopProof`, `dpopNonce` and `authChallenge`.
  */
 export type SocketBroker = Pick<TokenBroker, 'getAccessToken' | 'tokenRejected' | 'shouldRefreshOn401' | 'allowsOrigin'>
-  & Partial<Pick<TokenBroker, 'addEventListener' | 'removeEventListener' | 'allowedOrigins' | 'fastPath'>>;
+  & Partial<Pick<TokenBroker, 'addEventListener' | 'removeEventListener' | 'allowedOrigins' | 'fastPath'>>
+  & ({ readonly dpop?: false } | Pick<TokenBroker, 'dpop' | 'dpopProof' | 'dpopNonce' | 'authChallenge'>);
 
 /**
  * Where the token goes when a socket connects.
@@ -34,7 +42,18 @@ export type SocketBroker = Pick<TokenBroker, 'getAccessToken' | 'tokenRejected' 
  *   the offered entries, for example `bearer`, and must never echo the token. The token must
  *   consist of subprotocol characters (JWTs do; base64 with `+`, `/` or `=` does not).
  * - `'message'`: nothing in the handshake; the first message on the open socket is
- *   `authMessage(token)` (default `{"type":"auth","token":"…"}`), sent before `onOpen` runs.
+ *   `authMessage(token, { dpop })` (default `{"type":"auth","token":"…"}`), sent before `onOpen` runs.
+ *
+ * With a DPoP broker (`broker.dpop === true`) only `'message'` is possible: a DPoP-bound token is
+ * worthless without a proof, and no proof can go with a URL or a subprotocol, so `'query'` and
+ * `'protocol'` (and leaving `auth` out) throw `INVALID_OPTIONS` at once. Each socket then gets a
+ * fresh proof for `GET` and the socket's URL as `http:` (`ws:`) or `https:` (`wss:`), without the
+ * query (`wss://api.example/ws?room=1` → `htu` `https://api.example/ws`), with the token's hash
+ * (`ath`) and the server's nonce when one is known. The default message is then
+ * `{"type":"auth","token":"…","dpop":"<proof>"}`. A close **4402** means "use this DPoP nonce":
+ * its reason is the nonce; it is noted (`broker.dpopNonce`) and the same token goes once more
+ * with a new proof, without a refresh (a second 4402 before a socket proved its token is an
+ * ordinary failure, retried with backoff).
  */
 export type WebSocketAuth = 'query' | 'protocol' | 'message';
 
@@ -91,8 +110,17 @@ export interface WebSocketOptions {
   param?: string;
   /** Your own subprotocols, offered after the token entries of `auth: 'protocol'`. */
   protocols?: string | string[];
-  /** The first message for `auth: 'message'`. Default `JSON.stringify({ type: 'auth', token })`. */
-  authMessage?: (token: string) => string | ArrayBufferLike | Blob | ArrayBufferView;
+  /**
+   * The first message for `auth: 'message'`. Default `JSON.stringify({ type: 'auth', token, dpop })`
+   * (`dpop` left out without DPoP). `dpop`: the DPoP proof for this socket when the broker has
+   * `dpop` on (see {@link WebSocketAuth}), else `undefined`.
+   *
+   * @example
+   * ```ts
+   * authMessage: (token, { dpop }) => JSON.stringify({ op: 'login', accessToken: token, proof: dpop })
+   * ```
+   */
+  authMessage?: (token: string, extra: { dpop?: string }) => string | ArrayBufferLike | Blob | ArrayBufferView;
   /** Close codes that mean "token expired or refused". Default `[4001, 4401]`. */
   expiredCodes?: number[];
   /**
@@ -223,7 +251,7 @@ export interface EventStreamOptions {
    * Default: `event: error` whose JSON `data` has `code` `"token_expired"` or `"invalid_token"`.
    */
   isExpiredEvent?: (event: StreamEvent) => boolean;
-  /** Extra request headers (`Authorization`, `Accept` and `Last-Event-ID` are set by the helper). */
+  /** Extra request headers (`Authorization`, `DPoP`, `Accept` and `Last-Event-ID` are set by the helper). */
   headers?: HeadersInit;
   /** The underlying fetch. Default `globalThis.fetch`, looked up at each request. */
   fetch?: typeof fetch;
@@ -247,7 +275,10 @@ export interface EventStreamHandle {
 
 /**
  * Reads a `text/event-stream` with `fetch` and `Authorization: Bearer …` (`EventSource` cannot
- * send headers), with the same behaviour as {@link connectWebSocket}:
+ * send headers), with the same behaviour as {@link connectWebSocket}. With a DPoP broker, each
+ * request carries `Authorization: DPoP …` and a fresh `DPoP` proof (`GET`, the URL without its
+ * query); `DPoP-Nonce` is noted from every answer, and a 401 `use_dpop_nonce` is answered by the
+ * same token once more with the new nonce, without a refresh.
  *
  * - a 401 up front that the broker counts as a rejected token (see `shouldRefreshOn401`), or an
  *   event that `isExpiredEvent` recognises mid-stream → `tokenRejected(token)`, one shared

@@ -10,6 +10,8 @@ const OPEN = 1;
 const CLOSED = 3;
 /** A socket or stream open this long has proven its token, even if it never received anything. */
 const PROVEN_AFTER_MS = 5000;
+/** The close of a socket whose DPoP proof lacked the server's nonce; the reason is the nonce. */
+const NONCE_CLOSE = 4402;
 /** Codes after which asking the broker again cannot help: the connection ends. */
 const FINAL = new Set(['SESSION_EXPIRED', 'LOGGED_OUT', 'DISPOSED', 'NOT_AUTHENTICATED', 'INVALID_OPTIONS']);
 /** An error getting the token that ends the connection (anything but a passing refresh failure). */
@@ -97,13 +99,17 @@ export function connectWebSocket(broker, urlOrFactory, options) {
   if (auth !== 'query' && auth !== 'protocol' && auth !== 'message') {
     throw invalid(`${who}: auth must be 'query', 'protocol' or 'message' (got ${String(auth)})`);
   }
+  const dpop = broker.dpop === true;
+  if (dpop && auth !== 'message') {
+    throw invalid(`${who}: a DPoP-bound token cannot go in a URL or a subprotocol (no proof can go with it): use auth: 'message'`);
+  }
   const param = o.param ?? 'access_token';
   if (typeof param !== 'string' || !param) throw invalid(`${who}: param must be a non-empty string`);
   const protocols = o.protocols === undefined ? [] : [].concat(o.protocols);
   if (protocols.some((p) => typeof p !== 'string')) throw invalid(`${who}: protocols must be a string or an array of strings`);
   const expiredCodes = new Set(o.expiredCodes ?? [4001, 4401]);
   if (![...expiredCodes].every(Number.isInteger)) throw invalid(`${who}: expiredCodes must be an array of integers`);
-  const authMessage = fn(o.authMessage, who, 'authMessage') ?? ((token) => JSON.stringify({ type: 'auth', token }));
+  const authMessage = fn(o.authMessage, who, 'authMessage') ?? ((token, extra) => JSON.stringify({ type: 'auth', token, ...extra }));
   const isExpiredMessage = fn(o.isExpiredMessage, who, 'isExpiredMessage');
   const onOpen = fn(o.onOpen, who, 'onOpen');
   const onMessage = fn(o.onMessage, who, 'onMessage');
@@ -143,6 +149,7 @@ export function connectWebSocket(broker, urlOrFactory, options) {
 
   let ws = null; // the current socket
   let ended = false;
+  let nonceRetried = false; // since the last socket that proved its token
   let timer;
   let waiting; // AbortController of the current wait for a token
   let failures = 0; // attempts in a row that did not prove their token
@@ -186,12 +193,17 @@ export function connectWebSocket(broker, urlOrFactory, options) {
     }
     if (ended) return;
     let url;
+    let htu;
+    let proof;
     try {
       url = target();
+      htu = asHttp(url).href;
+      if (dpop) proof = await broker.dpopProof('GET', htu, { accessToken: token });
     } catch (e) {
       finish({ why: 'error', error: e });
       return;
     }
+    if (ended) return;
     const list = [...protocols];
     if (auth === 'query') url.searchParams.set(param, token);
     else if (auth === 'protocol') list.unshift('bearer', token);
@@ -205,10 +217,10 @@ export function connectWebSocket(broker, urlOrFactory, options) {
       return;
     }
     ws = s;
-    open(s, token);
+    open(s, token, proof, htu);
   }
 
-  function open(s, token) {
+  function open(s, token, proof, htu) {
     let openedAt = 0;
     let proven = false;
     let expired = false; // an expired message was seen; the close that follows is ours
@@ -217,12 +229,13 @@ export function connectWebSocket(broker, urlOrFactory, options) {
       proven = true;
       failures = 0;
       refreshedSinceProven = false;
+      nonceRetried = false;
     };
     s.onopen = (ev) => {
       openedAt = Date.now();
       if (auth === 'message') {
         try {
-          s.send(authMessage(token));
+          s.send(authMessage(token, { dpop: proof }));
         } catch (e) {
           finish({ why: 'error', error: e });
           return;
@@ -247,18 +260,25 @@ export function connectWebSocket(broker, urlOrFactory, options) {
       if (ws === s) ws = null;
       if (ended) return;
       if (openedAt && Date.now() - openedAt >= PROVEN_AFTER_MS) prove();
+      // A browser cannot read a handshake's DPoP-Nonce header, so the server sends it this way.
+      const nonce = dpop && ev.code === NONCE_CLOSE;
+      if (nonce) broker.dpopNonce(htu, { 'dpop-nonce': ev.reason });
       const isExpired = expired || expiredCodes.has(ev.code);
       // One refresh between two connections that proved their token: a server that refuses
       // every token must not make the broker refresh in a loop.
       const refresh = isExpired && !refreshedSinceProven;
       let next;
-      if (refresh) next = 'refresh';
+      if (nonce && !nonceRetried) next = 'nonce';
+      else if (refresh) next = 'refresh';
       else if (ev.code === 1000 && !isExpired) next = 'end';
       else next = failures + 1 > backoff.retries ? 'end' : 'retry'; // a proven socket reset `failures`
       call(onClose, ev, { expired: isExpired, willReconnect: next !== 'end' });
       if (ended) return; // onClose may have called close()
       const info = { code: ev.code, reason: ev.reason };
-      if (next === 'refresh') {
+      if (next === 'nonce') {
+        nonceRetried = true; // the same token with a new proof; a refresh would not help
+        connect();
+      } else if (next === 'refresh') {
         refreshedSinceProven = true;
         connect(token);
       } else if (next === 'end') {
@@ -397,6 +417,8 @@ export function openEventStream(broker, url, options) {
       + 'allowedOrigins and this call\'s allowedOrigins are)');
   }
 
+  const dpop = broker.dpop === true;
+  let nonceRetried = false; // since the last stream that proved its token
   let ended = false;
   let controller; // aborts the current token wait, fetch and read
   let timer;
@@ -463,11 +485,12 @@ export function openEventStream(broker, url, options) {
       }
       rejected = undefined;
       const headers = new Headers(o.headers);
-      headers.set('Authorization', `Bearer ${token}`);
+      headers.set('Authorization', `${dpop ? 'DPoP' : 'Bearer'} ${token}`);
       headers.set('Accept', 'text/event-stream');
       if (lastEventId) headers.set('Last-Event-ID', lastEventId);
       let response;
       try {
+        if (dpop) headers.set('DPoP', await broker.dpopProof('GET', href, { accessToken: token }));
         response = await (send ?? globalThis.fetch)(href, { headers, signal, cache: 'no-store' });
       } catch (e) {
         if (ended) return;
@@ -479,6 +502,16 @@ export function openEventStream(broker, url, options) {
         return;
       }
       const sameOrigin = !response.url || allowed(response.url);
+      if (dpop && sameOrigin) {
+        broker.dpopNonce(response.url || href, response.headers);
+        // DPoP's use_dpop_nonce: the same token once more with the nonce just noted, no refresh.
+        if (response.status === 401 && !nonceRetried
+          && broker.authChallenge(response.headers.get('WWW-Authenticate')) === 'nonce') {
+          response.body?.cancel().catch(() => {});
+          nonceRetried = true;
+          continue;
+        }
+      }
       // A 401 up front is a refused token: one shared refresh, then the stream again. A second
       // one before any stream proved its token is an ordinary failure (no refresh loop).
       if (response.status === 401 && !refreshedSinceProven && sameOrigin
@@ -521,6 +554,7 @@ export function openEventStream(broker, url, options) {
           proven = true;
           failures = 0;
           refreshedSinceProven = false;
+          nonceRetried = false;
         }
         call(onEvent, ev);
       }, (ms) => { retryMs = ms; });
@@ -542,6 +576,7 @@ export function openEventStream(broker, url, options) {
       if (!proven && Date.now() - openedAt >= PROVEN_AFTER_MS) {
         failures = 0;
         refreshedSinceProven = false;
+        nonceRetried = false;
       }
       if (expired && !refreshedSinceProven) {
         refreshedSinceProven = true;

@@ -2,13 +2,15 @@
 // Chromium, against the reference token server (strict rotation). One run measures everything the
 // README reports; it never fails on a target. Prints markdown tables, writes bench-results/bench.json.
 //
-//   node scripts/bench.mjs [--quick] [--only=bursts,perrequest,waiters,startup,size]
+//   node scripts/bench.mjs [--quick] [--only=bursts,perrequest,dpop,waiters,startup,size]
 //
 //   bursts      N parallel GETs with a just-expired token: token-broker/axios vs axios-auth-refresh,
 //               the accepted answer, naive (N = 4, 200, 2000; --quick: 4 and 200)
 //   perrequest  per-request cost with a fresh token, paired against the same client setting the
 //               same header without the broker: axios relative / absolute baseURL, fetch relative /
 //               absolute, and getAccessToken() alone (no network: stub transports)
+//   dpop        per-request cost with DPoP (a fresh proof per request) against the same adapter with
+//               a bearer broker, and dpopProof() alone (stub transports)
 //   waiters     10,000 getAccessToken() calls on one expired token: settle time after the refresh
 //               answer is adopted, and the number of refreshes
 //   startup     fresh page loads (new browser context each): import -> createTokenBroker resolved,
@@ -28,7 +30,7 @@ import { startTokenServer } from './token-server.mjs';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const PKG = process.env.TB_PKG_DIR ?? path.join(ROOT, 'pkg');
 const QUICK = process.argv.includes('--quick');
-const PHASES = ['bursts', 'perrequest', 'waiters', 'startup', 'size'];
+const PHASES = ['bursts', 'perrequest', 'dpop', 'waiters', 'startup', 'size'];
 const ONLY = process.argv.find((a) => a.startsWith('--only='))?.slice(7).split(',').filter(Boolean) ?? PHASES;
 for (const p of ONLY) if (!PHASES.includes(p)) throw new Error(`--only: unknown phase '${p}' (known: ${PHASES.join(', ')})`);
 const RUN = (p) => ONLY.includes(p);
@@ -243,6 +245,14 @@ async function main() {
       }
     }
 
+    if (RUN('dpop')) {
+      await control('reset', {});
+      await open();
+      await page.evaluate(() => window.bench.prepare());
+      log('DPoP per-request cost');
+      results.dpop = await page.evaluate((o) => window.bench.dpopCost(o), QUICK ? { rounds: 7, count: 300 } : { rounds: 15, count: 1000 });
+    }
+
     // 3. 10,000 waiters on one refresh.
     if (RUN('waiters')) {
       await control('reset', {});
@@ -407,6 +417,17 @@ async function main() {
     const short = { axiosRelative: 'axios relative', fetchRelative: 'fetch relative' };
     for (const [k, label] of OTHERS) if (pr.others[k]) out.push(`| ${label} | ${us(pr.others[k].sideUs)} | ${pr.others[k].ratio.toFixed(2)}× ${short[pr.others[k].vs]} |`);
     out.push('');
+  }
+  const d = results.dpop;
+  if (d) {
+    out.push('### Per-request cost with DPoP (a fresh proof per request), fresh token, stub transport', '');
+    out.push('| client | Bearer µs | DPoP µs | + µs |', '|---|---:|---:|---:|');
+    out.push(`| token-broker/fetch | ${us(d.fetchBearer)} | ${us(d.fetchDpop)} | ${us(d.fetchDpop - d.fetchBearer)} |`);
+    out.push(`| token-broker/axios | ${us(d.axiosBearer)} | ${us(d.axiosDpop)} | ${us(d.axiosDpop - d.axiosBearer)} |`);
+    out.push(`| \`broker.dpopProof()\` alone | — | ${us(d.proofAlone)} | — |`);
+    out.push('', `Wall clock, medians of ${d.rounds} blocks of ${d.count} sequential awaited requests each, rows shuffled per round. `
+      + 'The proof (claims, a random `jti`, one WebCrypto ECDSA P-256 signature) is made per request and never cached; '
+      + `the public JWK and the token's \`ath\` are computed once. ${d.proofsChecked} proofs sent, ${d.proofsUnique ? 'all different' : 'NOT all different'}.`, '');
   }
   if (w) {
     out.push(`### ${w.n.toLocaleString('en')} waiters on one refresh`, '');

@@ -145,9 +145,16 @@ export function buildDemoSite() {
   return { site, built };
 }
 
+/**
+ * The demo server's DPoP (RFC 9449) settings: optional, so the dashboard works with its DPoP switch
+ * on (DPoP-bound tokens, proofs checked) or off (bearer tokens, as without DPoP); server nonces on,
+ * so a DPoP client meets `use_dpop_nonce` at the token endpoint and at the API.
+ */
+export const DEMO_DPOP_ARGS = ['--dpop', 'optional', '--dpop-nonces', 'on'];
+
 /** Starts the reference server serving the demo site on `port` (see scripts/token-server.mjs). */
 export async function startDemoServer({ port = 8080, staticDir, args = [], quiet = false } = {}) {
-  const server = await startTokenServer(['--port', String(port), '--test-controls', '--static', staticDir, ...args],
+  const server = await startTokenServer(['--port', String(port), '--test-controls', '--static', staticDir, ...DEMO_DPOP_ARGS, ...args],
     { quiet, env });
   return { ...server, url: server.base };
 }
@@ -190,6 +197,8 @@ async function main() {
 
     dashboard (Vue 3 + axios)   ${server.url}/        press "Run the comparison"
     React + fetch example       ${server.url}/react/
+
+  "Try it yourself" has a DPoP switch (RFC 9449; the server runs with --dpop optional, nonces on).
 
   Press Ctrl-C to stop.
 `);

@@ -2,7 +2,9 @@
 // and every .js in pkg/package.json "files" — gzip -9, summed. Sizes are deterministic for a given
 // toolchain, so this is a test, not a benchmark. Prints one line per file and fails over budget.
 //
-// BUDGET is what the package reaches today, so any growth is a decision someone makes on purpose.
+// BUDGET is what the package reaches today, so any growth is a decision someone makes on purpose
+// (the last one: DPoP, issue 13: +1.7 KB in the module for everyone, +2.2 KB in dpop.js, which only
+// the apps that turn DPoP on load, +0.3 KB in socket.js).
 // The goal is 36 KB (README, "Size"); the issue's ceiling was 40 KB — see the README for what
 // stands between the two and this number.
 import { readFileSync } from 'node:fs';
@@ -10,7 +12,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 
-const BUDGET = 60_100;
+const BUDGET = 65_300;
 const GOAL = 36 * 1024;
 
 const pkg = join(dirname(fileURLToPath(import.meta.url)), '..', 'pkg');

@@ -22,8 +22,11 @@ export const COUNTERS = [
   ['unauthorized', '× 401', '× 401'],
   ['refreshes', 'refresh', 'refreshes'],
   ['replays', 'replay', 'replays'],
+  ['nonces', 'nonce retry', 'nonce retries'], // DPoP only: `use_dpop_nonce` answered by sending once more
   ['failures', 'failed call', 'failed calls'],
 ];
+/** The counters a page shows: the nonce retries only with DPoP on. */
+export const countersFor = (dpop) => COUNTERS.filter(([k]) => dpop || k !== 'nonces');
 
 /** The reference server's counters worth showing, from `GET /__control/stats`. */
 export const SERVER_COUNTERS = [
@@ -35,6 +38,17 @@ export const SERVER_COUNTERS = [
   ['revoked_families', 'families revoked', 'family revoked'],
   ['grace_replays', 'grace replays', 'grace replay'],
 ];
+
+/** The server's DPoP counters (RFC 9449), shown with the DPoP switch on. */
+export const DPOP_SERVER_COUNTERS = [
+  ['dpop_proofs_accepted', 'DPoP proofs accepted', 'DPoP proof accepted'],
+  ['dpop_nonce_challenges_rs', 'nonce challenges (API)', 'nonce challenge (API)'],
+  ['dpop_nonce_challenges_as', 'nonce challenges (token endpoint)', 'nonce challenge (token endpoint)'],
+  ['dpop_jkts', 'new DPoP keys', 'new DPoP key'],
+];
+
+/** Proofs the server refused for another reason than a stale or missing nonce (should stay 0). */
+export const dpopRefused = (s) => (s?.dpop_proofs_rejected ?? 0) - (s?.dpop_nonce_challenges_rs ?? 0) - (s?.dpop_nonce_challenges_as ?? 0);
 
 // ---------- the reference server's test controls (`--test-controls`) ----------
 async function call(name, body) {
@@ -51,6 +65,9 @@ export const control = {
   setConfig: (fields) => call('config', fields), // { access_ttl, grace, ... }: applies to new tokens
   clock: () => call('clock'),
   advanceClock: (ms) => call('clock', { advance_ms: ms }),
+  dpop: () => call('dpop'), // { mode, nonces, ... }
+  /** New DPoP nonces now ('as': the token endpoint's, 'rs': the API's, 'both'): the old ones stop at once. */
+  rotateDpopNonces: (which = 'both') => call('dpop', { rotate: which }),
 };
 
 /** `after − before` of two `/__control/stats` answers (missing → {}). */
@@ -86,16 +103,31 @@ export async function expireForServer(serverExpiresAtMs) {
   return control.advanceClock(Math.max(0, Math.ceil(left)) + 1000);
 }
 
-/** POST /auth/login (the page's own fetch; no broker involved). */
-export async function login(username, password) {
-  const res = await fetch('/auth/login', {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ username, password }),
-  });
-  const body = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(body.error_description ?? `login failed (${res.status})`);
-  return body; // { access_token, refresh_token, expires_in, token_type }
+/**
+ * POST /auth/login with the page's own fetch (or `send`, e.g. a timeline's recording fetch).
+ *
+ * With a DPoP broker (`broker.dpop`), the login starts a DPoP session: the request carries a proof
+ * (`broker.dpopProof`), the answer's nonce goes to the broker (`broker.dpopNonce(..., {
+ * tokenEndpoint: true })`), and a 400 `use_dpop_nonce` (the server wants its nonce in the proof)
+ * is answered by sending the login once more with a new proof (`onNonce` is told). The tokens are
+ * then of type DPoP, bound to the broker's key: hand them to `broker.setTokens`.
+ */
+export async function login(username, password, { broker = null, send = (...a) => fetch(...a), onNonce = () => {} } = {}) {
+  const url = '/auth/login';
+  const post = async (attempt) => {
+    const headers = { 'Content-Type': 'application/json' };
+    if (broker?.dpop) headers.DPoP = await broker.dpopProof('POST', url);
+    const res = await send(url, { method: 'POST', headers, body: JSON.stringify({ username, password }), demoKind: 'auth', demoCallId: 'login' });
+    if (broker?.dpop) broker.dpopNonce(url, res.headers, { tokenEndpoint: true });
+    const body = await res.json().catch(() => ({}));
+    if (broker?.dpop && attempt === 1 && res.status === 400 && body.error === 'use_dpop_nonce') {
+      onNonce();
+      return post(2);
+    }
+    if (!res.ok) throw new Error(body.error_description ?? `login failed (${res.status})`);
+    return body; // { access_token, refresh_token, expires_in, token_type: 'Bearer' | 'DPoP' }
+  };
+  return post(1);
 }
 
 /** A failed call in a few words: "401 access token expired", "SESSION_EXPIRED", … */

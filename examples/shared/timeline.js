@@ -7,19 +7,78 @@
 // What is recorded: every HTTP request the page's API client puts on the wire (the first attempt
 // and the replay of each call, the naive client's refreshes), the "calls" the app made (one per
 // panel request, so a replay is drawn as the second attempt of the same call), and the broker's
-// refresh, from its `refreshstart`/`refreshend` events.
+// refresh, from its `refreshstart`/`refreshend` events. With DPoP (RFC 9449) each request also
+// says how it was sent (`Authorization: DPoP` + a proof, or `Bearer`), and a `use_dpop_nonce`
+// challenge is drawn as such, with the request it made the client send again; the broker's own
+// token requests are drawn too (see `attachBroker`).
 
 export const now = () => performance.now();
 
-/** Display only: the refresh generation the reference server writes into its JWTs (`gen`). */
-export function tokenGeneration(authorization) {
-  const token = String(authorization ?? '').replace(/^Bearer\s+/i, '');
+/** The unverified payload of a JWT (display only), or null. */
+function jwtPayload(jwt) {
   try {
-    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    return JSON.parse(atob(payload)).gen ?? null;
+    return JSON.parse(atob(String(jwt).split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
   } catch {
     return null;
   }
+}
+
+/** Display only: the refresh generation the reference server writes into its JWTs (`gen`). */
+export function tokenGeneration(authorization) {
+  return jwtPayload(String(authorization ?? '').replace(/^(Bearer|DPoP)\s+/i, ''))?.gen ?? null;
+}
+
+/**
+ * How a request went out, from its headers (`get(name)`): `scheme` 'DPoP' (the token bound to the
+ * page's key, with a proof), 'Bearer', or null (no token: a login, the token endpoint); `proof`
+ * `{ nonce }` when a `DPoP` proof header went along (`nonce`: it carried a server nonce); `gen`.
+ */
+export function sentWith(get) {
+  const authorization = get('Authorization');
+  const scheme = /^DPoP\s/i.test(authorization ?? '') ? 'DPoP' : /^Bearer\s/i.test(authorization ?? '') ? 'Bearer' : null;
+  const proof = get('DPoP');
+  return {
+    scheme: scheme ?? (proof ? 'DPoP' : null),
+    proof: proof ? { nonce: jwtPayload(proof)?.nonce !== undefined } : null,
+    gen: tokenGeneration(authorization),
+  };
+}
+
+/**
+ * What an answer says about DPoP, from its status, headers (`get(name)`) and JSON body:
+ * `challenge` 'nonce' for a `use_dpop_nonce` (the API's 401 `WWW-Authenticate: DPoP
+ * error="use_dpop_nonce"`, the token endpoint's 400 `{"error":"use_dpop_nonce"}`), and `nonce`:
+ * whether it handed out a nonce (`DPoP-Nonce`).
+ */
+export function answeredWith(status, get, body) {
+  const nonceAsked = (status === 401 && /error="?use_dpop_nonce/i.test(get('WWW-Authenticate') ?? ''))
+    || (status === 400 && body?.error === 'use_dpop_nonce');
+  return { challenge: nonceAsked ? 'nonce' : null, nonce: Boolean(get('DPoP-Nonce')) };
+}
+
+// One wrapper around the page's fetch for every `attachBroker` that wants the broker's own token
+// requests (the built-in `refresh: { url }` POSTs with the global fetch). Demo only: an app has no
+// reason to do this.
+const fetchWatchers = new Set();
+function watchGlobalFetch(watcher) {
+  if (!globalThis.fetch.demoWatched) {
+    const original = globalThis.fetch;
+    const watched = async function fetch(input, init) {
+      const seen = [...fetchWatchers].map((w) => w(input, init)).filter(Boolean);
+      try {
+        const response = await original.call(globalThis, input, init);
+        for (const s of seen) s.answer(response);
+        return response;
+      } catch (err) {
+        for (const s of seen) s.fail(err);
+        throw err;
+      }
+    };
+    watched.demoWatched = true;
+    globalThis.fetch = watched;
+  }
+  fetchWatchers.add(watcher);
+  return () => fetchWatchers.delete(watcher);
 }
 
 /** Why the broker refreshed, in words (the `reason` of its `refreshstart` event). */
@@ -44,7 +103,9 @@ export function createTimeline() {
   let t0 = now();
   let end = null;
   let running = false;
-  let rows = []; // { id, kind: 'api'|'refresh'|'auth', method, url, start, end, status, error, callId, attempt, replayOf, callStart, gen, reason }
+  // { id, kind: 'api'|'refresh'|'token'|'auth'|'socket', method, url, start, end, status, error, callId, attempt,
+  //   replayOf, retry: null|'replay'|'nonce', callStart, gen, reason, scheme, proof, challenge, nonce }
+  let rows = [];
   let calls = []; // { id, url, start, end, ok, error }
   let background = []; // the last 20 rows recorded between actions
   let seq = 0;
@@ -111,10 +172,14 @@ export function createTimeline() {
     changed();
   }
 
-  /** A request went on the wire. `callId` links a replay to its first attempt. Returns the row's id. */
-  function beginRequest({ kind = 'api', method = 'GET', url, callId = null, gen = null, reason = null }) {
+  /**
+   * A request went on the wire. `callId` links a replay (or a DPoP nonce retry) to its first
+   * attempt; `scheme` and `proof` say how it was sent (see `sentWith`). Returns the row's id.
+   */
+  function beginRequest({ kind = 'api', method = 'GET', url, callId = null, gen = null, reason = null, scheme = null, proof = null }) {
     const earlier = callId == null ? [] : rows.filter((r) => r.callId === callId);
     const call = callId == null ? null : calls.find((c) => c.id === callId);
+    const previous = earlier[earlier.length - 1];
     const row = {
       id: ++seq,
       kind,
@@ -126,10 +191,16 @@ export function createTimeline() {
       error: null,
       callId,
       attempt: earlier.length + 1,
-      replayOf: earlier.length ? earlier[earlier.length - 1].id : null,
+      replayOf: previous?.id ?? null,
+      // Why it was sent again: the server asked for its DPoP nonce, or the token was renewed.
+      retry: previous ? (previous.challenge === 'nonce' ? 'nonce' : 'replay') : null,
       callStart: call?.start ?? null,
       gen,
       reason,
+      scheme,
+      proof,
+      challenge: null,
+      nonce: false,
     };
     const list = running ? rows : background;
     list.push(row);
@@ -138,29 +209,58 @@ export function createTimeline() {
     return row.id;
   }
 
-  /** Its answer arrived (`status` 0 = no answer: network error, abort). */
-  function endRequest(id, { status, error = null }) {
+  /**
+   * Its answer arrived (`status` 0 = no answer: network error, abort); `challenge` 'nonce' for a
+   * DPoP `use_dpop_nonce`, `nonce` whether it carried a `DPoP-Nonce` (see `answeredWith`).
+   */
+  function endRequest(id, { status, error = null, challenge = null, nonce = false }) {
     const row = rows.find((r) => r.id === id) ?? background.find((r) => r.id === id);
     if (!row) return;
-    Object.assign(row, { end: now(), status, error });
+    Object.assign(row, { end: now(), status, error, challenge, nonce });
+    // The request sent again may have gone out before this answer was read to the end.
+    for (const later of [...rows, ...background]) if (later.replayOf === id && challenge === 'nonce') later.retry = 'nonce';
     changed();
   }
 
   /**
    * Draws the broker's refreshes from its events: one row from `refreshstart` to `refreshend`.
-   * Returns the function that stops listening.
+   * With a DPoP broker, also the HTTP requests of each refresh at the token endpoint (rows of kind
+   * 'token' under it: a 400 `use_dpop_nonce` and the request sent again with the nonce), seen by
+   * watching the page's `fetch`, which the built-in refresh (`refresh: { url }`) posts with: only
+   * POSTs to `url` that carry a DPoP proof, so the other (bearer) brokers of the page are not
+   * drawn here. Returns the function that stops listening.
    */
   function attachBroker(broker, url = '/auth/refresh-token') {
     let open = null;
+    let flight = 0; // the HTTP requests of one refresh are the attempts of one "call"
     const offStart = broker.addEventListener('refreshstart', (ev) => {
       open = beginRequest({ kind: 'refresh', method: 'POST', url, reason: ev.reason ?? null });
     });
     const offEnd = broker.addEventListener('refreshend', (ev) => {
+      flight += 1;
       if (open === null) return;
       endRequest(open, { status: ev.ok ? 200 : 400, error: ev.ok ? null : ev.code ?? 'failed' });
       open = null;
     });
-    return () => { offStart(); offEnd(); };
+    const endpoint = new URL(url, globalThis.location?.href).href;
+    const offWatch = !broker.dpop ? () => {} : watchGlobalFetch((input, init) => {
+      const request = input instanceof Request ? input : null;
+      const headers = new Headers(init?.headers ?? request?.headers);
+      const method = String(init?.method ?? request?.method ?? 'GET').toUpperCase();
+      const target = new URL(request ? request.url : String(input), globalThis.location?.href).href;
+      if (method !== 'POST' || target !== endpoint || !headers.has('DPoP')) return null;
+      const id = beginRequest({ kind: 'token', method, url, callId: `token-endpoint-${flight}`, ...sentWith((n) => headers.get(n)) });
+      return {
+        async answer(response) {
+          let body = null;
+          if (!response.ok) try { body = await response.clone().json(); } catch { /* not JSON */ }
+          const get = (n) => response.headers.get(n);
+          endRequest(id, { status: response.status, error: body?.error ?? null, ...answeredWith(response.status, get, body) });
+        },
+        fail(err) { endRequest(id, { status: 0, error: err?.name === 'AbortError' ? 'aborted' : String(err?.message ?? err) }); },
+      };
+    });
+    return () => { offStart(); offEnd(); offWatch(); };
   }
 
   /**
@@ -178,15 +278,16 @@ export function createTimeline() {
         method: rest.method ?? 'GET',
         url: typeof input === 'string' ? input : String(input?.url ?? input),
         callId: demoCallId,
-        gen: tokenGeneration(headers.get('Authorization')),
+        ...sentWith((n) => headers.get(n)),
       });
       try {
         const response = await send(input, rest);
-        let error = null;
+        let body = null;
         if (!response.ok) {
-          try { const body = await response.clone().json(); error = body.cause ?? body.error ?? null; } catch { /* not JSON */ }
+          try { body = await response.clone().json(); } catch { /* not JSON */ }
         }
-        endRequest(id, { status: response.status, error });
+        const error = body?.cause ?? body?.error ?? null;
+        endRequest(id, { status: response.status, error, ...answeredWith(response.status, (n) => response.headers.get(n), body) });
         return response;
       } catch (err) {
         endRequest(id, { status: 0, error: err?.name === 'AbortError' ? 'aborted' : String(err?.message ?? err) });
@@ -198,14 +299,19 @@ export function createTimeline() {
   return { getSnapshot, subscribe, start, stop, beginCall, endCall, beginRequest, endRequest, attachBroker, recordingFetch };
 }
 
-/** The numbers under the picture: what the page saw during the last action. */
+/**
+ * The numbers under the picture: what the page saw during the last action. A DPoP nonce challenge
+ * is no verdict on the token: it counts as a nonce retry, not as a 401 (as the server counts), and
+ * the request it made the client send again is no replay.
+ */
 export function countersOf(snap) {
   const api = snap.rows.filter((r) => r.kind === 'api');
   return {
     requests: api.length,
-    unauthorized: api.filter((r) => r.status === 401).length,
+    unauthorized: api.filter((r) => r.status === 401 && r.challenge !== 'nonce').length,
     refreshes: snap.rows.filter((r) => r.kind === 'refresh').length,
-    replays: api.filter((r) => r.attempt > 1).length,
+    replays: api.filter((r) => r.retry === 'replay').length,
+    nonces: snap.rows.filter((r) => r.challenge === 'nonce').length,
     failures: snap.calls.filter((c) => c.ok === false).length,
   };
 }
@@ -227,16 +333,22 @@ const shortPath = (url, narrow) => {
   return narrow ? path.replace(/statistics/g, 'stats') : path;
 };
 
+/** The badge of a request sent with a token or a proof: how it was sent. */
+const BADGES = { DPoP: { text: 'DPoP', cls: 'dpop' }, Bearer: { text: 'Bearer', cls: 'bearer' } };
+
 /**
  * SVG geometry for a snapshot: x is time since the action started, one row per request.
+ * `badges`: a column on the left that says for each request whether it went out as DPoP (token +
+ * proof) or Bearer.
  * @param {{ rows: object[], t0: number, end?: number|null }} snap
- * @param {{ width: number, now?: number, rowHeight?: number, labelWidth?: number }} options
+ * @param {{ width: number, now?: number, rowHeight?: number, labelWidth?: number, badges?: boolean }} options
  */
-export function layoutTimeline(snap, { width, now: at = now(), rowHeight = 15, labelWidth = 178 } = {}) {
+export function layoutTimeline(snap, { width, now: at = now(), rowHeight = 15, labelWidth = 178, badges = false } = {}) {
   const TOP = 20;
   const w = Math.max(200, Math.floor(width));
-  const label = Math.min(labelWidth, Math.round(w * 0.34));
-  const narrow = label < 150;
+  const narrow = Math.min(labelWidth, Math.round(w * 0.34)) < 150;
+  const badgeWidth = badges ? (narrow ? 36 : 44) : 0;
+  const label = Math.min(labelWidth, Math.round(w * 0.34)) + badgeWidth; // where the labels end and time begins
   const until = snap.end ?? at;
   const sorted = [...snap.rows].sort((a, b) => a.start - b.start || a.id - b.id);
   const index = new Map(sorted.map((r, i) => [r.id, i]));
@@ -262,6 +374,7 @@ export function layoutTimeline(snap, { width, now: at = now(), rowHeight = 15, l
     }
     if (r.status === null) return 'var(--tl-pending)';
     if (r.status >= 200 && r.status < 300) return r.kind === 'refresh' ? 'hatch' : 'var(--tl-ok)'; // hatch: the component's own pattern
+    if (r.challenge === 'nonce') return 'var(--tl-nonce)';
     if (r.status === 401) return 'var(--tl-unauth)';
     return 'var(--tl-fail)';
   };
@@ -271,6 +384,7 @@ export function layoutTimeline(snap, { width, now: at = now(), rowHeight = 15, l
       return `refresh (${narrow ? SHORT_REASONS[r.reason] ?? r.reason : refreshReason(r.reason)})`;
     }
     if (r.kind === 'auth') return `${r.url.replace(/^\/auth\//, '')}`;
+    if (r.kind === 'token') return `${r.attempt > 1 ? '↻' : '↳'} ${shortPath(r.url).replace(/^auth\//, '')}`;
     if (r.kind === 'socket') return r.url; // "socket #2"
     return r.attempt > 1 ? `↻ ${shortPath(r.url, narrow)}` : shortPath(r.url, narrow);
   };
@@ -281,10 +395,15 @@ export function layoutTimeline(snap, { width, now: at = now(), rowHeight = 15, l
       return `${r.url}: ${r.end === null ? 'open' : `closed ${r.status}${r.error ? ` ${r.error}` : ''}`} · ${took}`;
     }
     const parts = [`${r.method} ${r.url} → ${status}`, took];
-    if (r.kind === 'api') parts.push(r.attempt > 1 ? 'replay' : 'first attempt');
+    if (r.kind === 'api' || r.kind === 'token') {
+      parts.push(r.retry === 'nonce' ? 'sent again with the server\'s new DPoP nonce' : r.retry === 'replay' ? 'replay' : 'first attempt');
+    }
     if (r.kind === 'refresh' && r.reason) parts.push(refreshReason(r.reason));
+    if (r.scheme === 'DPoP') parts.push(`sent as DPoP: ${r.kind === 'token' ? 'a proof' : 'token + proof'}${r.proof?.nonce ? ' with the server\'s nonce' : ' without a nonce'}`);
+    if (r.scheme === 'Bearer') parts.push('sent as Bearer: the token alone');
     if (r.gen != null) parts.push(`token generation ${r.gen}`);
-    if (r.error && r.status) parts.push(r.error);
+    if (r.challenge === 'nonce') parts.push(`use_dpop_nonce: the server wants its nonce in the proof${r.nonce ? ' (a new one came with this answer, in DPoP-Nonce)' : ''}`);
+    else if (r.error && r.status) parts.push(r.error);
     return parts.join(' · ');
   };
 
@@ -292,17 +411,22 @@ export function layoutTimeline(snap, { width, now: at = now(), rowHeight = 15, l
     const x1 = x(r.start);
     const x2 = x(r.end ?? until);
     const waited = waitedForToken(r, sorted);
+    const badge = badges && BADGES[r.scheme];
     return {
       id: r.id,
       kind: r.kind,
       status: r.status,
       attempt: r.attempt,
+      retry: r.retry ?? null,
+      scheme: r.scheme ?? null,
+      challenge: r.challenge ?? null,
+      badge: badge ? { ...badge, x: 1, width: badgeWidth - 8 } : null,
       y: y(i),
       stripe: i % 2 === 1,
       label: text(r),
       title: title(r),
       bar: { x: x1, width: Math.max(2, x2 - x1), fill: colour(r) },
-      statusText: r.status === null ? '' : String(r.status),
+      statusText: r.status === null ? '' : r.challenge === 'nonce' ? `${r.status} nonce` : String(r.status),
       statusX: x2 + 4,
       wait: waited ? { x1: x(r.callStart), x2: x1 } : null,
     };
@@ -314,15 +438,21 @@ export function layoutTimeline(snap, { width, now: at = now(), rowHeight = 15, l
     const x1 = x(prev.end ?? until), y1 = y(prevIndex) + barH / 2;
     const x2 = x(r.start), y2 = y(index.get(r.id)) + barH / 2;
     const mid = Math.max(x1, x2 - 8);
-    return { id: r.id, d: `M${x1},${y1} C${mid},${y1} ${x2 - 14},${y2} ${x2 - 2},${y2}` };
+    return { id: r.id, nonce: r.retry === 'nonce', d: `M${x1},${y1} C${mid},${y1} ${x2 - 14},${y2} ${x2 - 2},${y2}` };
   });
 
-  const legend = LEGEND.filter((l) => (l.key === 'wait' ? rows.some((r) => r.wait)
-    : l.key === 'socket' ? sorted.some((r) => r.kind === 'socket') : true));
+  const occurs = {
+    wait: rows.some((r) => r.wait),
+    socket: sorted.some((r) => r.kind === 'socket'),
+    nonce: sorted.some((r) => r.challenge === 'nonce'),
+    dpop: rows.some((r) => r.badge?.cls === 'dpop'),
+    bearer: rows.some((r) => r.badge?.cls === 'bearer'),
+  };
+  const legend = LEGEND.filter((l) => occurs[l.key] ?? true);
   return { width: w, height, top: TOP, labelWidth: label, narrow, rowHeight, barH, ticks, rows, arrows, legend, count: sorted.length };
 }
 
-/** The legend under a timeline; `layoutTimeline` keeps `wait` and `socket` only where they occur. */
+/** The legend under a timeline; `layoutTimeline` keeps the last ones only where they occur. */
 export const LEGEND = [
   { key: 'ok', text: '200' },
   { key: 'unauth', text: '401' },
@@ -331,4 +461,7 @@ export const LEGEND = [
   { key: 'arrow', text: 'replay' },
   { key: 'wait', text: 'held until the refresh ended' },
   { key: 'socket', text: 'WebSocket open' },
+  { key: 'nonce', text: 'use_dpop_nonce: sent again with the new nonce' },
+  { key: 'dpop', text: 'DPoP: token + proof' },
+  { key: 'bearer', text: 'Bearer: token alone' },
 ];

@@ -173,6 +173,9 @@ pub enum Event {
     Stale401,
     /// `logout()` was called.
     Logout,
+    /// The token endpoint asked for a DPoP nonce: the refresh is sent again with it (debug log
+    /// only; listeners see one refresh).
+    NonceRetry,
 }
 
 /// A decision for the boundary to carry out, in order.
@@ -294,6 +297,8 @@ struct Flight<W> {
     id: u64,
     attempt: u32,
     refresh_token: Option<String>,
+    /// The token endpoint asked for a DPoP nonce once already in this flight.
+    nonce_retried: bool,
     /// `(id, waiter, session)`: the session is set for replay waiters (a 401 of that session's
     /// request), which must not be served with a later session's token.
     waiters: Vec<(u32, W, Option<u64>)>,
@@ -543,24 +548,52 @@ impl<W> Broker<W> {
                 self.settle(f, &mut fx);
                 return fx;
             }
-            Err(Failure::Transient { retry_after_s }) if attempt < self.cfg.refresh_retries => {
-                if let Some(f) = self.flight.as_mut() {
-                    f.attempt += 1;
-                    fx.push(Effect::Refresh {
-                        flight,
-                        attempt: f.attempt,
-                        refresh_token: f.refresh_token.clone(),
-                        delay_ms: retry_delay_ms(f.attempt, retry_after_s),
-                    });
-                }
+            // The nonce retry is not one of the `refresh_retries`.
+            Err(Failure::Nonce) if self.flight.as_ref().is_some_and(|f| !f.nonce_retried) => {
+                let mut fx = self.retry_attempt(flight, 0.0, true);
+                fx.push(Effect::Emit(Event::NonceRetry));
                 return fx;
             }
-            Err(Failure::Transient { .. } | Failure::Permanent) => BrokerError::RefreshFailed,
+            Err(Failure::Transient { retry_after_s }) if attempt - self.nonce_retries() < self.cfg.refresh_retries => {
+                let delay = retry_delay_ms(attempt + 1 - self.nonce_retries(), retry_after_s);
+                return self.retry_attempt(flight, delay, false);
+            }
+            // A second nonce challenge in one refresh: the server is not taking our nonces.
+            Err(Failure::Transient { .. } | Failure::Permanent | Failure::Nonce) => BrokerError::RefreshFailed,
             Err(Failure::Terminal) => BrokerError::SessionExpired,
             Err(Failure::Malformed) => BrokerError::InvalidTokenResponse,
             Err(Failure::Coded(e)) => e,
         };
         self.fail_flight(error, now, &mut fx);
+        fx
+    }
+
+    /// How many of the current flight's attempts were nonce retries (0 or 1).
+    fn nonce_retries(&self) -> u32 {
+        u32::from(self.flight.as_ref().is_some_and(|f| f.nonce_retried))
+    }
+
+    /// Starts the next attempt of the current flight after `delay_ms`.
+    fn retry_attempt(&mut self, flight: u64, delay_ms: f64, nonce: bool) -> Vec<Effect<W>> {
+        let mut fx = Vec::new();
+        if let Some(f) = self.flight.as_mut() {
+            f.attempt += 1;
+            f.nonce_retried |= nonce;
+            fx.push(Effect::Refresh { flight, attempt: f.attempt, refresh_token: f.refresh_token.clone(), delay_ms });
+        }
+        fx
+    }
+
+    /// The session's tokens can no longer be used, though no server said so: a DPoP-bound
+    /// session whose key is gone (storage cleared, another browser profile). It ends exactly as
+    /// if the refresh token had been rejected: `SESSION_EXPIRED`, every tab told once.
+    pub fn end_session(&mut self) -> Vec<Effect<W>> {
+        let mut fx = Vec::new();
+        if self.closed_error().is_some() || self.current.is_none() {
+            return fx;
+        }
+        self.reject_flight(BrokerError::SessionExpired, &mut fx);
+        self.expire(Vec::new(), &mut fx);
         fx
     }
 
@@ -823,7 +856,7 @@ impl<W> Broker<W> {
         fx.push(Effect::Schedule(None));
         fx.push(Effect::Deadline { flight: id, ms: self.cfg.refresh_timeout_ms + delay_ms });
         fx.push(Effect::Refresh { flight: id, attempt: 0, refresh_token: refresh_token.clone(), delay_ms });
-        self.flight = Some(Flight { id, attempt: 0, refresh_token, waiters: Vec::new() });
+        self.flight = Some(Flight { id, attempt: 0, refresh_token, nonce_retried: false, waiters: Vec::new() });
     }
 
     /// Adopts a token set atomically: access, refresh, expiry and generation change together.
@@ -884,21 +917,25 @@ impl<W> Broker<W> {
         }
     }
 
+    /// The refresh token is dead: clear everything, tell everyone once.
+    fn expire(&mut self, waiters: Vec<W>, fx: &mut Vec<Effect<W>>) {
+        self.current = None;
+        self.session_expired = true;
+        if !waiters.is_empty() {
+            fx.push(Effect::Reject { waiters, error: BrokerError::SessionExpired });
+        }
+        fx.push(Effect::Emit(Event::Expired));
+        fx.push(Effect::Schedule(None));
+        fx.push(Effect::PublishEnd { epoch: self.epoch, generation: self.generation, logout: false });
+    }
+
     fn fail_flight(&mut self, error: BrokerError, now: Now, fx: &mut Vec<Effect<W>>) {
         let Some(f) = self.flight.take() else { return };
         fx.push(Effect::EndFlight { flight: f.id });
         fx.push(Effect::Emit(Event::RefreshEnd { error: Some(error) }));
         let waiters: Vec<W> = f.waiters.into_iter().map(|w| w.1).collect();
         if error == BrokerError::SessionExpired {
-            // The refresh token is dead: clear everything, tell everyone once.
-            self.current = None;
-            self.session_expired = true;
-            if !waiters.is_empty() {
-                fx.push(Effect::Reject { waiters, error });
-            }
-            fx.push(Effect::Emit(Event::Expired));
-            fx.push(Effect::Schedule(None));
-            fx.push(Effect::PublishEnd { epoch: self.epoch, generation: self.generation, logout: false });
+            self.expire(waiters, fx);
             return;
         }
         // A passing failure: a token that has not expired and was not rejected still serves

@@ -25,7 +25,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use std::cell::Cell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 type B = Broker<u32>;
 type Fx = Vec<Effect<u32>>;
@@ -77,6 +77,7 @@ enum Step {
     Logout,
     SetTokens { refresh: bool, life_s: Option<f64> },
     Dispose,
+    EndSession,
     Tick,
     Touch,
     Clock { wall: f64, mono: f64 },
@@ -146,6 +147,7 @@ fn outcome() -> impl Strategy<Value = Outcome> {
         1 => Just(Outcome::Err(Failure::Permanent)),
         1 => Just(Outcome::Err(Failure::Malformed)),
         1 => broker_error().prop_map(|e| Outcome::Err(Failure::Coded(e))),
+        1 => Just(Outcome::Err(Failure::Nonce)),
     ]
 }
 
@@ -178,6 +180,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => Just(Step::Logout),
         3 => (any::<bool>(), life_s()).prop_map(|(refresh, life_s)| Step::SetTokens { refresh, life_s }),
         1 => Just(Step::Dispose),
+        1 => Just(Step::EndSession),
         5 => Just(Step::Tick),
         2 => Just(Step::Touch),
         10 => (delta_ms(), delta_ms()).prop_map(|(wall, mono)| Step::Clock { wall, mono }),
@@ -248,6 +251,8 @@ struct Ctx {
     end: Option<End>,
     /// This step reported a transient failure of this attempt: a retry may follow.
     retry_of: Option<(u64, u32)>,
+    /// That failure was a DPoP nonce challenge: the retry, if any, goes out at once.
+    nonce: bool,
     /// A refresh succeeded: a set without a refresh token keeps the one presented.
     keep_refresh: bool,
     /// The refresh token this step's successful refresh rotated away.
@@ -270,6 +275,8 @@ struct Model {
     open: Option<u64>,
     last_flight: u64,
     flights: HashMap<u64, FlightInfo>,
+    /// Flights that had their one DPoP nonce retry.
+    nonce_retried: HashSet<u64>,
     /// The last flight that presented a refresh token in its first attempt, per
     /// (session, adoption count): counted by adoptions, not by the broker's generation, which
     /// stops growing at `MAX_COUNT`.
@@ -321,6 +328,7 @@ impl Model {
             open: None,
             last_flight: 0,
             flights: HashMap::new(),
+            nonce_retried: HashSet::new(),
             presented: HashMap::new(),
             access: HashMap::new(),
             refresh: HashMap::new(),
@@ -408,8 +416,9 @@ impl Model {
                         ctx.keep_refresh = true;
                         ctx.spends = set.refresh.as_ref().and_then(|_| self.flights[&flight].refresh_token.clone());
                     }
-                    if let Err(Failure::Transient { .. }) = outcome {
+                    if let Err(Failure::Transient { .. } | Failure::Nonce) = outcome {
                         ctx.retry_of = Some((flight, attempt));
+                        ctx.nonce = matches!(outcome, Err(Failure::Nonce));
                     }
                 }
                 let g = self.b.generation();
@@ -472,6 +481,12 @@ impl Model {
             Step::Dispose => {
                 self.disposed = true;
                 self.b.dispose()
+            }
+            Step::EndSession => {
+                if self.open.is_some() {
+                    ctx.end = Some(End::Failed);
+                }
+                self.b.end_session()
             }
             Step::Tick => self.b.tick(self.now),
             Step::Touch => self.b.touch(self.now),
@@ -623,7 +638,12 @@ impl Model {
                     } else {
                         ensure!(self.open == Some(flight), "retry of flight {flight}, open is {:?}", self.open);
                         ensure!(ctx.retry_of == Some((flight, attempt - 1)), "retry {attempt} not after a transient failure");
-                        ensure!(attempt <= self.cfg.refresh_retries, "retry {attempt} beyond {}", self.cfg.refresh_retries);
+                        if ctx.nonce {
+                            ensure!(delay_ms == 0.0, "a nonce retry waited {delay_ms} ms");
+                            ensure!(self.nonce_retried.insert(flight), "a second nonce retry in flight {flight}");
+                        }
+                        let bound = self.cfg.refresh_retries + u32::from(self.nonce_retried.contains(&flight));
+                        ensure!(attempt <= bound, "retry {attempt} beyond {bound}");
                         ensure!(self.flights[&flight].refresh_token == refresh_token, "a retry changed the refresh token");
                     }
                     self.pending.push((flight, attempt));

@@ -266,6 +266,64 @@ fn terminal_failure_ends_the_session_once() {
     assert_eq!(b.get_token(at(90_001.0), || 3).0, Get::Ready("b1".into()));
 }
 
+// ---- DPoP (RFC 9449) ----
+
+#[test]
+fn a_dpop_nonce_challenge_at_the_token_endpoint_is_retried_at_once_and_is_not_a_failure() {
+    let mut b = B::new(Config { refresh_retries: 0, ..Config::default() });
+    b.set_tokens(set("a1", Some("r1"), Some(60.0)), at(0.0));
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    let fx = b.attempt_finished(flight, 0, Err(Failure::Nonce), at(70_010.0));
+    assert_eq!(refreshes(&fx), vec![(flight, 1, Some("r1".into()), 0.0)], "same refresh token, no backoff");
+    assert_eq!(events(&fx), vec![Event::NonceRetry], "no refreshend: still the same refresh");
+    assert!(rejected(&fx).is_empty() && resolved(&fx).is_empty());
+    assert_eq!(b.state(), State::Refreshing);
+    let fx = b.attempt_finished(flight, 1, Ok(set("a2", Some("r2"), Some(60.0))), at(70_050.0));
+    assert_eq!(resolved(&fx), vec![(0, "a2".into())]);
+    assert_eq!(events(&fx).iter().filter(|e| matches!(e, Event::RefreshEnd { error: None })).count(), 1);
+}
+
+#[test]
+fn a_second_nonce_challenge_in_one_refresh_fails_it_without_ending_the_session() {
+    let mut b = logged_in();
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    b.attempt_finished(flight, 0, Err(Failure::Nonce), at(70_010.0));
+    let fx = b.attempt_finished(flight, 1, Err(Failure::Nonce), at(70_020.0));
+    assert!(refreshes(&fx).is_empty(), "never a loop");
+    assert_eq!(rejected(&fx), vec![(0, BrokerError::RefreshFailed)]);
+    assert_eq!(b.state(), State::Valid);
+    assert_eq!(b.refresh_token(), Some("r1"), "the refresh token is kept");
+}
+
+#[test]
+fn a_nonce_retry_does_not_use_up_the_transient_retries_or_shift_their_backoff() {
+    let mut b = logged_in(); // refresh_retries: 2
+    let (flight, _) = expire_and_wait(&mut b, 70_000.0);
+    b.attempt_finished(flight, 0, Err(Failure::Nonce), at(70_010.0));
+    let fx = b.attempt_finished(flight, 1, Err(transient()), at(70_020.0));
+    assert_eq!(refreshes(&fx), vec![(flight, 2, Some("r1".into()), 250.0)]);
+    let fx = b.attempt_finished(flight, 2, Err(transient()), at(70_300.0));
+    assert_eq!(refreshes(&fx), vec![(flight, 3, Some("r1".into()), 500.0)]);
+    let fx = b.attempt_finished(flight, 3, Err(transient()), at(70_900.0));
+    assert!(refreshes(&fx).is_empty());
+    assert_eq!(rejected(&fx), vec![(0, BrokerError::RefreshFailed)]);
+}
+
+#[test]
+fn a_lost_dpop_key_ends_the_session_like_a_rejected_refresh_token() {
+    let mut b = logged_in();
+    let (_, _) = expire_and_wait(&mut b, 70_000.0);
+    let fx = b.end_session();
+    assert_eq!(rejected(&fx), vec![(0, BrokerError::SessionExpired)]);
+    assert_eq!(events(&fx).iter().filter(|e| **e == Event::Expired).count(), 1);
+    assert!(fx.iter().any(|e| matches!(e, Effect::PublishEnd { logout: false, .. })), "every tab is told");
+    assert_eq!(b.state(), State::Expired);
+    assert_eq!(b.access_token(), None);
+    assert!(b.end_session().is_empty(), "told once");
+    let mut anonymous = B::new(Config::default());
+    assert!(anonymous.end_session().is_empty(), "no session, nothing to end");
+}
+
 #[test]
 fn coded_failure_from_the_refresh_function_keeps_its_code() {
     let mut b = logged_in();

@@ -16,5 +16,5 @@ mod parsers_props;
 pub use broker::{token_hash, Broker, Config, Effect, Event, Fresh, Get, RefreshReason, Shared, State, MIN_REFRESH_INTERVAL_MS};
 pub use error::BrokerError;
 pub use expiry::Now;
-pub use policy::{classify_failure, refresh_on_401, Failure};
-pub use token::{parse_count, parse_seconds, parse_shared, parse_token_set, wipe, Field, Invalid, JwtTimes, TokenSet, MAX_COUNT};
+pub use policy::{challenge_401, classify_failure, refresh_on_401, Challenge, Failure};
+pub use token::{check_token_type, parse_count, parse_seconds, parse_shared, parse_token_set, wipe, Field, Invalid, JwtTimes, TokenSet, MAX_COUNT};

@@ -19,6 +19,9 @@ pub enum Failure {
     Malformed,
     /// The user's refresh function threw a `TokenBrokerError`: its code is kept.
     Coded(BrokerError),
+    /// The token endpoint asked for a DPoP nonce (`use_dpop_nonce`, RFC 9449 §8): the attempt
+    /// is made again at once with the nonce it sent, once per refresh, and is not a failure.
+    Nonce,
 }
 
 /// Classifies a rejected refresh from the error itself, the way users write refresh functions
@@ -33,8 +36,12 @@ pub fn classify_failure(
     if let Some(e) = broker_code.and_then(BrokerError::from_code) {
         return Failure::Coded(e);
     }
-    if let Some("invalid_grant" | "invalid_client" | "unauthorized_client") = oauth_error {
-        return Failure::Terminal;
+    match oauth_error {
+        Some("invalid_grant" | "invalid_client" | "unauthorized_client") => return Failure::Terminal,
+        Some("use_dpop_nonce") => return Failure::Nonce,
+        // The proof was refused, not the refresh token: the session is not over (RFC 9449 §5).
+        Some("invalid_dpop_proof") => return Failure::Permanent,
+        _ => {}
     }
     match status {
         None => Failure::Transient { retry_after_s },
@@ -46,12 +53,30 @@ pub fn classify_failure(
     }
 }
 
-/// Whether a 401 with this `WWW-Authenticate` header is worth a refresh (RFC 6750 §3.1,
-/// security-rules.md rule 7): yes for a bare challenge or `error="invalid_token"`; no for
-/// `insufficient_scope`, `invalid_request`, DPoP nonce challenges or any other error. A missing
-/// header (often hidden by CORS) counts as bare.
+/// What a 401 asks of the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// The token was refused: one shared refresh, then the replay.
+    Refresh,
+    /// `error="use_dpop_nonce"` (RFC 9449 §9): send the request again, once, with a fresh proof
+    /// carrying the nonce the server just sent, and the same token. No refresh.
+    Nonce,
+    /// Anything else (`insufficient_scope`, `invalid_dpop_proof`, ...): the 401 is the answer.
+    None,
+}
+
+/// Whether a 401 with this `WWW-Authenticate` header is worth a refresh.
 pub fn refresh_on_401(www_authenticate: Option<&str>) -> bool {
-    let Some(h) = www_authenticate else { return true };
+    challenge_401(www_authenticate) == Challenge::Refresh
+}
+
+/// What a 401 with this `WWW-Authenticate` header asks for (RFC 6750 §3.1, RFC 9449 §7.1, §9,
+/// security-rules.md rule 7): a refresh for a bare challenge or `error="invalid_token"`; a
+/// nonce retry for `use_dpop_nonce`; nothing for `insufficient_scope`, `invalid_request`,
+/// `invalid_dpop_proof` or any other error. A missing header (often hidden by CORS) counts as
+/// bare.
+pub fn challenge_401(www_authenticate: Option<&str>) -> Challenge {
+    let Some(h) = www_authenticate else { return Challenge::Refresh };
     // Byte-level scan (no string slicing): keeps panics, and their formatting code, out of the .wasm.
     let b = h.as_bytes();
     let lower = |i: usize| b.get(i).map(u8::to_ascii_lowercase);
@@ -87,13 +112,17 @@ pub fn refresh_on_401(www_authenticate: Option<&str>) -> bool {
             }
             end += 1;
         }
-        if end - j == 13 && (0..13).all(|k| lower(j + k) == Some(b"invalid_token"[k])) {
-            return true;
+        let is = |word: &[u8]| end - j == word.len() && (0..word.len()).all(|k| lower(j + k) == Some(word[k]));
+        if is(b"invalid_token") {
+            return Challenge::Refresh;
+        }
+        if is(b"use_dpop_nonce") {
+            return Challenge::Nonce;
         }
         saw_error = true;
         i = end + 1;
     }
-    !saw_error
+    if saw_error { Challenge::None } else { Challenge::Refresh }
 }
 
 /// Delay before retry `attempt` (1-based) of a transient failure: the server's `Retry-After`
@@ -135,6 +164,10 @@ mod tests {
             (Some(500.0), None, Some("SESSION_EXPIRED"), None, Coded(BrokerError::SessionExpired)),
             (None, None, Some("REFRESH_TIMEOUT"), None, Coded(BrokerError::RefreshTimeout)),
             (None, None, Some("SOMETHING_ELSE"), None, t(None)),
+            (Some(400.0), Some("use_dpop_nonce"), None, None, Nonce),
+            (Some(401.0), Some("use_dpop_nonce"), None, None, Nonce),
+            (Some(400.0), Some("invalid_dpop_proof"), None, None, Permanent),
+            (Some(400.0), Some("use_dpop_nonce"), Some("SESSION_EXPIRED"), None, Coded(BrokerError::SessionExpired)),
         ];
         for &(status, err, code, ra, want) in cases {
             assert_eq!(classify_failure(status, err, code, ra), want, "{status:?} {err:?} {code:?}");
@@ -165,6 +198,23 @@ mod tests {
         for h in no {
             assert!(!refresh_on_401(h), "{h:?}");
         }
+    }
+
+    #[test]
+    fn a_dpop_nonce_challenge_asks_for_a_retry_not_a_refresh() {
+        let nonce = [
+            r#"DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof""#,
+            r#"DPoP algs="ES256", error=use_dpop_nonce"#,
+            r#"Bearer realm="x", DPoP error="USE_DPOP_NONCE""#,
+        ];
+        for h in nonce {
+            assert_eq!(challenge_401(Some(h)), Challenge::Nonce, "{h}");
+        }
+        assert_eq!(challenge_401(Some(r#"DPoP error="invalid_token""#)), Challenge::Refresh);
+        assert_eq!(challenge_401(Some("DPoP")), Challenge::Refresh);
+        assert_eq!(challenge_401(None), Challenge::Refresh);
+        assert_eq!(challenge_401(Some(r#"DPoP error="invalid_dpop_proof""#)), Challenge::None);
+        assert_eq!(challenge_401(Some(r#"DPoP error="use_dpop_nonces""#)), Challenge::None);
     }
 
     #[test]

@@ -106,6 +106,22 @@ pub fn parse_token_set(
     Ok(TokenSet { access, refresh, lifetime_ms: lifetime_ms.filter(|l| l.is_finite()) })
 }
 
+/// Checks a token response's `token_type` against the configuration (RFC 9449 §5): with DPoP
+/// on, only `DPoP` (any case) is accepted, so a server that ignored the proof and issued a bearer
+/// token is refused rather than silently used as one; without DPoP, a `DPoP` token is refused
+/// (it cannot be used without the key). Anything else (`Bearer`, missing, odd) is a bearer token.
+pub fn check_token_type(token_type: &Field, dpop: bool) -> Result<(), Invalid> {
+    let is_dpop = matches!(token_type, Field::Str(t) if t.eq_ignore_ascii_case("dpop"));
+    match (dpop, is_dpop) {
+        (true, false) if *token_type == Field::Absent => {
+            Err("token_type is missing; with dpop on it must be DPoP")
+        }
+        (true, false) => Err("token_type is not DPoP; with dpop on a bearer token is refused"),
+        (false, true) => Err("token_type is DPoP; dpop is off"),
+        _ => Ok(()),
+    }
+}
+
 /// The largest generation or epoch a message or record may carry: 2^53, where JS numbers stop
 /// being exact. Counters saturate there instead of wrapping (a forged message must not be able
 /// to push them around the clock and make the next login look older).

@@ -91,3 +91,22 @@ fn wipe_zeroes_and_clears() {
     wipe(&mut secret);
     assert!(secret.is_empty());
 }
+
+#[test]
+fn with_dpop_on_only_a_dpop_token_type_is_accepted() {
+    assert_eq!(check_token_type(&s("DPoP"), true), Ok(()));
+    assert_eq!(check_token_type(&s("dpop"), true), Ok(()));
+    for downgrade in [s("Bearer"), s("bearer"), s("N_A"), Field::Num(1.0), Field::Other] {
+        let e = check_token_type(&downgrade, true).unwrap_err();
+        assert!(e.starts_with("token_type is not DPoP"), "{downgrade:?}: {e}");
+    }
+    assert!(check_token_type(&Field::Absent, true).unwrap_err().starts_with("token_type is missing"));
+}
+
+#[test]
+fn with_dpop_off_a_dpop_token_is_refused_and_anything_else_is_bearer() {
+    assert!(check_token_type(&s("DPoP"), false).unwrap_err().ends_with("dpop is off"));
+    for bearer in [Field::Absent, s("Bearer"), s("bearer"), s("mac"), Field::Num(1.0)] {
+        assert_eq!(check_token_type(&bearer, false), Ok(()), "{bearer:?}");
+    }
+}

@@ -195,7 +195,7 @@ fn first_present(obj: &JsValue, a: &str, b: &str) -> JsValue {
 /// Reads a token set in either spelling: `{ accessToken, refreshToken?, expiresIn? }` or the
 /// token endpoint's own `{ access_token, refresh_token?, expires_in? }`. The error says what
 /// is wrong without showing any value.
-pub(crate) fn token_set(v: &JsValue, server_offset_ms: f64) -> Result<core::TokenSet, String> {
+pub(crate) fn token_set(v: &JsValue, server_offset_ms: f64, dpop: bool) -> Result<core::TokenSet, String> {
     if v.is_instance_of::<web_sys::Response>() {
         return Err("got a fetch Response: return `await response.json()` instead".into());
     }
@@ -209,15 +209,26 @@ pub(crate) fn token_set(v: &JsValue, server_offset_ms: f64) -> Result<core::Toke
     }
     let access = first_present(v, "accessToken", "access_token");
     let jwt: JwtTimes = access.as_string().and_then(|t| jwt_payload(&t)).map(|p| jwt_times(&p));
-    core::parse_token_set(
+    let set = core::parse_token_set(
         field(access),
         field(first_present(v, "refreshToken", "refresh_token")),
         field(first_present(v, "expiresIn", "expires_in")),
         jwt,
         now().wall_ms,
         server_offset_ms,
-    )
-    .map_err(String::from)
+    )?;
+    core::check_token_type(&field(first_present(v, "tokenType", "token_type")), dpop)?;
+    Ok(set)
+}
+
+/// Calls `obj[name](...args)` with up to two arguments (a storage adapter, the DPoP key holder).
+pub(crate) fn call(obj: &JsValue, name: &str, args: &[&JsValue]) -> Result<JsValue, JsValue> {
+    let f: Function = get(obj, name).dyn_into()?;
+    match args {
+        [a] => f.call1(obj, a),
+        [a, b] => f.call2(obj, a, b),
+        _ => f.call0(obj),
+    }
 }
 
 /// A JWT's payload decoded with the platform (`atob`, UTF-8, `JSON.parse`), not verified;

@@ -9,7 +9,7 @@ mod options;
 mod refresh;
 mod tabs;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use futures_channel::oneshot;
@@ -21,7 +21,7 @@ use web_sys::{AbortController, AbortSignal, EventTarget, RequestCredentials};
 
 use crate::core::{self, Broker, BrokerError, Config, Effect, Event, Get};
 use js::{get, invalid_option, js_error, now, own, promise, set, spawn, token_set, type_error, type_name, Timer};
-use options::{check_keys, debug_sink, number_option, origins, page_origin, refresh_source, revoke_endpoint, Endpoint, RefreshSource, OPTION_KEYS};
+use options::{check_keys, debug_sink, dpop_holder, number_option, origins, page_origin, refresh_source, revoke_endpoint, Endpoint, RefreshSource, OPTION_KEYS};
 use refresh::run_attempt;
 
 pub(crate) type Settled = Result<JsValue, JsValue>;
@@ -56,12 +56,34 @@ pub(crate) struct Inner {
     subscribers: RefCell<Vec<Function>>,
     /// The `debug` sink; `None` (the default) costs one check per transition.
     debug: Option<Function>,
+    /// The DPoP key holder (`dpop.js`) when `dpop` is on: every token set must be DPoP-bound.
+    dpop: Option<JsValue>,
+    /// The epoch the key holder last saw: another session's key must be read again.
+    dpop_epoch: Cell<u64>,
 }
 
 /// What a session snapshot shows: status, generation, epoch, expiry and which token (by hash).
 type SessionKey = (u8, u64, u64, u64, u64);
 
 impl Inner {
+    /// Tells the DPoP key holder `what` happened ("end": this session is over, delete its key;
+    /// "forget": another session began, read the key again).
+    fn dpop_note(&self, what: &str) {
+        if let Some(h) = &self.dpop {
+            let _ = js::call(h, what, &[]);
+        }
+    }
+
+    /// A new epoch (login, logout, a session adopted from another tab) may have a new key.
+    fn sync_dpop(&self) {
+        if self.dpop.is_some() {
+            let epoch = self.core.borrow().epoch();
+            if self.dpop_epoch.replace(epoch) != epoch {
+                self.dpop_note("forget");
+            }
+        }
+    }
+
     /// The token as a JS string, encoded once per token rather than once per call. Keyed by the
     /// token itself: a set adopted from another tab may reuse a generation number.
     fn token_value(&self, token: &str) -> JsValue {
@@ -154,6 +176,7 @@ impl Inner {
             Event::Expired => ("session expired", None),
             Event::Stale401 => ("late 401 absorbed without a refresh", None),
             Event::Logout => ("logged out", None),
+            Event::NonceRetry => ("refresh sent again with the token endpoint's DPoP nonce", None),
         };
         set(&o, "event", &JsValue::from_str(what));
         if let Some(w) = why {
@@ -222,6 +245,7 @@ impl Inner {
             Event::Expired => ("expired", None),
             Event::Stale401 => ("stale401", None),
             Event::Logout => ("logout", None),
+            Event::NonceRetry => return, // for the debug log only: still the same refresh
         };
         set(&obj, "type", &JsValue::from_str(kind));
         let generation = generation.unwrap_or_else(|| self.core.borrow().generation());
@@ -253,6 +277,7 @@ pub(crate) fn apply_with(inner: &Rc<Inner>, effects: Vec<Effect<Waiter>>, cause:
     // Every transition comes with effects: publish the fast path and the session snapshot
     // before any listener runs.
     inner.sync_fast();
+    inner.sync_dpop();
     let changed = inner.sync_session();
     let settled = if inner.debug.is_some() {
         effects.iter().map(|e| match e { Effect::Resolve { waiters, .. } | Effect::Reject { waiters, .. } => waiters.len(), _ => 0 }).sum()
@@ -319,7 +344,11 @@ pub(crate) fn apply_with(inner: &Rc<Inner>, effects: Vec<Effect<Waiter>>, cause:
                 *inner.proactive.borrow_mut() = t;
             }
             Effect::Publish(shared) => inner.tabs.publish(&shared),
-            Effect::PublishEnd { epoch, generation, logout } => inner.tabs.publish_end(epoch, generation, logout),
+            Effect::PublishEnd { epoch, generation, logout } => {
+                // Ended here (logout, expiry): the key of this grant goes with it (RFC 9449 §11.4).
+                inner.dpop_note("end");
+                inner.tabs.publish_end(epoch, generation, logout)
+            }
         }
     }
     if changed {
@@ -327,6 +356,17 @@ pub(crate) fn apply_with(inner: &Rc<Inner>, effects: Vec<Effect<Waiter>>, cause:
     }
 }
 
+
+/// A `WWW-Authenticate` argument: a string, or `null`/`undefined` when there was none.
+fn challenge(v: &JsValue, who: &str) -> Result<core::Challenge, JsValue> {
+    if v.is_undefined() || v.is_null() {
+        return Ok(core::challenge_401(None));
+    }
+    match v.as_string() {
+        Some(h) => Ok(core::challenge_401(Some(&h))),
+        None => Err(type_error(&[who, "(header): header must be a string or null (got ", type_name(v), ")"])),
+    }
+}
 
 /// Where the broker listens for "the page is back": the document becoming visible, the
 /// network coming back.
@@ -368,7 +408,8 @@ impl TokenBroker {
         if !options.is_object() || options.is_function() || js_sys::Array::is_array(&options) {
             return Err(invalid_option(&["options must be an object { refresh, tokens?, ... } (got ", type_name(&options), ")"]));
         }
-        check_keys(&options, "", &OPTION_KEYS, "refresh, tokens, allowedOrigins, storage, crossTab, name, revoke, leewaySeconds, refreshTimeoutMs, refreshRetries, idleTimeoutMs, onSessionExpired, debug")?;
+        check_keys(&options, "", &OPTION_KEYS, "refresh, tokens, allowedOrigins, storage, crossTab, name, revoke, leewaySeconds, refreshTimeoutMs, refreshRetries, idleTimeoutMs, onSessionExpired, debug, dpop")?;
+        let dpop = dpop_holder(&own(&options, "dpop"))?;
         let mut allowed_origins = origins(&own(&options, "allowedOrigins"))?;
         match page_origin() {
             Some(page) => allowed_origins.push(page),
@@ -416,11 +457,16 @@ impl TokenBroker {
             v if v.is_undefined() => store.as_ref().is_some() && storage.as_string().as_deref() == Some("local"),
             v => v.as_bool().ok_or_else(|| invalid_option(&["crossTab must be a boolean (got ", type_name(&v), ")"]))?,
         };
+        if cross_tab && dpop.as_ref().is_some_and(|h| get(h, "shared").as_bool() != Some(true)) {
+            return Err(invalid_option(&[
+                "dpop: { store: 'memory' } keeps the key in this tab only, so it cannot serve a crossTab session: use store 'indexeddb' (the default) or crossTab: false",
+            ]));
+        }
         let mut broker = Broker::new(cfg);
         let tokens = own(&options, "tokens");
         let has_initial_tokens = !(tokens.is_undefined() || tokens.is_null());
         let initial = if has_initial_tokens {
-            let set = token_set(&tokens, 0.0).map_err(|d| invalid_option(&["tokens: ", &d]))?;
+            let set = token_set(&tokens, 0.0, dpop.is_some()).map_err(|d| invalid_option(&["tokens: ", &d]))?;
             broker.set_tokens(set, now())
         } else {
             Vec::new()
@@ -443,6 +489,8 @@ impl TokenBroker {
             session: RefCell::new(((u8::MAX, 0, 0, 0, 0), JsValue::NULL, JsValue::NULL)),
             subscribers: RefCell::new(Vec::new()),
             debug,
+            dpop,
+            dpop_epoch: Cell::new(0),
         });
         inner.sync_session();
         install_wake_listener(&inner);
@@ -507,13 +555,20 @@ impl TokenBroker {
     /// `insufficient_scope` and other errors.
     #[wasm_bindgen(js_name = shouldRefreshOn401)]
     pub fn should_refresh_on_401(&self, www_authenticate: JsValue) -> Result<bool, JsValue> {
-        if www_authenticate.is_undefined() || www_authenticate.is_null() {
-            return Ok(core::refresh_on_401(None));
-        }
-        match www_authenticate.as_string() {
-            Some(h) => Ok(core::refresh_on_401(Some(&h))),
-            None => Err(type_error(&["shouldRefreshOn401(header): header must be a string or null (got ", type_name(&www_authenticate), ")"])),
-        }
+        Ok(challenge(&www_authenticate, "shouldRefreshOn401")? == core::Challenge::Refresh)
+    }
+
+    /// What a 401 with this `WWW-Authenticate` value asks for: `'refresh'` (as
+    /// `shouldRefreshOn401`), `'nonce'` for a DPoP `use_dpop_nonce` challenge (send the request
+    /// again once, with a new proof and the same token: no refresh), or `'none'` (the 401 is the
+    /// answer: `insufficient_scope`, `invalid_dpop_proof`, ...).
+    #[wasm_bindgen(js_name = authChallenge, unchecked_return_type = "'refresh' | 'nonce' | 'none'")]
+    pub fn auth_challenge(&self, www_authenticate: JsValue) -> Result<JsValue, JsValue> {
+        Ok(JsValue::from_str(match challenge(&www_authenticate, "authChallenge")? {
+            core::Challenge::Refresh => "refresh",
+            core::Challenge::Nonce => "nonce",
+            core::Challenge::None => "none",
+        }))
     }
 
     /// Whether requests to `origin` (e.g. `https://api.example.com`) may carry the token: the
@@ -542,7 +597,7 @@ impl TokenBroker {
             return Err(js_error(BrokerError::Disposed, Some("setTokens after dispose()"), &JsValue::UNDEFINED));
         }
         let offset = self.inner.core.borrow().server_offset_ms();
-        let set = token_set(&tokens, offset)
+        let set = token_set(&tokens, offset, self.inner.dpop.is_some())
             .map_err(|d| js::coded_error(BrokerError::InvalidTokenResponse, &["setTokens: not a usable token set: ", &d]))?;
         let t = now();
         let fx = self.inner.core.borrow_mut().set_tokens(set, t);
@@ -579,6 +634,7 @@ impl TokenBroker {
         apply(&self.inner, fx);
         self.inner.sync_fast();
         self.inner.tabs.close();
+        self.inner.dpop_note("close");
         if let Some(cb) = self.inner.wake_listener.borrow_mut().take() {
             for (target, event) in wake_targets() {
                 let _ = target.remove_event_listener_with_callback(event, cb.as_ref().unchecked_ref());
@@ -734,6 +790,14 @@ impl TokenBroker {
             let mut rx = rx;
             refresh::until_cancelled(TimeoutFuture::new(100), &mut rx).await;
             drop(inner.tabs.adopted.borrow_mut().take());
+        }
+        // A DPoP-bound session whose key is gone (storage cleared, `store: 'memory'` after a
+        // reload) cannot be used or refreshed: it ends now, not at the first request.
+        if let Some(h) = &inner.dpop {
+            if get(h, "hasKey").as_bool() != Some(true) && inner.core.borrow().is_authenticated() {
+                let fx = inner.core.borrow_mut().end_session();
+                apply_with(inner, fx, &JsValue::UNDEFINED, Some("the DPoP key of this session is gone: log in again"));
+            }
         }
     }
 

@@ -21,7 +21,7 @@ pub(super) enum RefreshSource {
     Endpoint { endpoint: Endpoint, form: bool, headers: Vec<(String, String)> },
 }
 
-pub(super) const OPTION_KEYS: [&str; 13] = [
+pub(super) const OPTION_KEYS: [&str; 14] = [
     "refresh",
     "tokens",
     "leewaySeconds",
@@ -35,6 +35,7 @@ pub(super) const OPTION_KEYS: [&str; 13] = [
     "revoke",
     "debug",
     "idleTimeoutMs",
+    "dpop",
 ];
 
 /// Unknown keys are mistakes (a typo silently ignored is an hour lost).
@@ -196,4 +197,20 @@ pub(super) fn debug_sink(v: &JsValue) -> Result<Option<Function>, JsValue> {
         return Ok(get(&console, "debug").dyn_into::<Function>().ok().map(|f| JsValue::from(f.bind1(&console, &JsValue::from_str("[token-broker]"))).unchecked_into::<Function>()));
     }
     v.clone().dyn_into::<Function>().map(Some).map_err(|_| invalid_option(&["debug must be true, false or a function (entry) => void (got ", type_name(v), ")"]))
+}
+
+/// `dpop`: the key holder `createTokenBroker` made from `dpop: true | { store }` (key, proofs,
+/// nonces: WebCrypto and IndexedDB live in `dpop.js`, loaded only by the apps that use DPoP).
+pub(super) fn dpop_holder(v: &JsValue) -> Result<Option<JsValue>, JsValue> {
+    if v.is_undefined() || v.as_bool() == Some(false) {
+        return Ok(None);
+    }
+    if own(v, "proof").is_function() {
+        return Ok(Some(v.clone()));
+    }
+    Err(invalid_option(&[
+        "dpop is set up by createTokenBroker(options) from 'token-broker': pass dpop: true or { store: 'indexeddb' | 'memory' } to it (got ",
+        type_name(v),
+        " here)",
+    ]))
 }

@@ -17,7 +17,7 @@ use web_sys::{
     AbortController, AbortSignal, Headers, Request, RequestCache, RequestCredentials, RequestInit, RequestRedirect, Response,
 };
 
-use super::js::{encode_uri_component, get, global_fetch, now, promise, seconds, set, token_set, Timer};
+use super::js::{call, encode_uri_component, get, global_fetch, now, promise, seconds, set, token_set, Timer};
 use super::options::{Endpoint, RefreshSource};
 use super::{apply_with, Inner};
 use crate::core::{self, Failure};
@@ -150,7 +150,7 @@ async fn attempt_body(inner: Rc<Inner>, flight: u64, attempt: u32, args: Attempt
     let offset = inner.core.borrow().server_offset_ms();
     let work = async {
         match &inner.source {
-            RefreshSource::Function(f) => call_refresh_function(f, refresh_token.as_deref(), &signal, offset).await,
+            RefreshSource::Function(f) => call_refresh_function(&inner, f, refresh_token.as_deref(), &signal, offset).await,
             RefreshSource::Endpoint { endpoint, form, headers } => {
                 post_refresh(&inner, endpoint, *form, headers, refresh_token.as_deref(), &signal).await
             }
@@ -170,25 +170,33 @@ async fn attempt_body(inner: Rc<Inner>, flight: u64, attempt: u32, args: Attempt
 /// What an attempt ended with, the `cause` for waiters, and for a malformed answer what was wrong.
 type Outcome = (Result<core::TokenSet, Failure>, JsValue, Option<String>);
 
-fn parsed(v: &JsValue, offset: f64) -> Outcome {
-    match token_set(v, offset) {
+fn parsed(inner: &Inner, v: &JsValue, offset: f64) -> Outcome {
+    match token_set(v, offset, inner.dpop.is_some()) {
         Ok(set) => (Ok(set), JsValue::UNDEFINED, None),
         // Never the answer itself as the cause: it may hold a fresh refresh token.
         Err(detail) => (Err(Failure::Malformed), JsValue::UNDEFINED, Some(detail)),
     }
 }
 
-async fn call_refresh_function(f: &Function, refresh_token: Option<&str>, signal: &AbortSignal, offset: f64) -> Outcome {
+async fn call_refresh_function(inner: &Inner, f: &Function, refresh_token: Option<&str>, signal: &AbortSignal, offset: f64) -> Outcome {
     let ctx = Object::new();
     set(&ctx, "refreshToken", &refresh_token.map_or(JsValue::NULL, JsValue::from_str));
     set(&ctx, "signal", signal);
+    if let Some(h) = &inner.dpop {
+        // `(method, url) => Promise<string>`: the proof for the function's own token request.
+        set(&ctx, "dpopProof", &get(h, "proof"));
+    }
     let result = match f.call1(&JsValue::UNDEFINED, &ctx) {
         Ok(v) => JsFuture::from(Promise::resolve(&v)).await,
         Err(e) => Err(e),
     };
     match result {
-        Ok(v) => parsed(&v, offset),
+        Ok(v) => parsed(inner, &v, offset),
         Err(e) => {
+            if let Some(h) = &inner.dpop {
+                // A `use_dpop_nonce` answer carries the nonce to retry with (`DPoP-Nonce`).
+                let _ = call(h, "fromError", &[&e]);
+            }
             let (failure, cause) = classify_js_error(&e);
             (Err(failure), cause, None)
         }
@@ -228,12 +236,33 @@ async fn post_refresh(
     for (k, v) in extra_headers {
         let _ = headers.set(k, v);
     }
+    let url = JsValue::from_str(&endpoint.url);
+    if let Some(holder) = &inner.dpop {
+        // A fresh proof per attempt (a nonce retry carries the nonce just received).
+        let proof = match call(holder, "proof", &[&JsValue::from_str("POST"), &url]) {
+            Ok(p) => JsFuture::from(Promise::resolve(&p)).await,
+            Err(e) => Err(e),
+        };
+        match proof.map(|p| p.as_string()) {
+            Ok(Some(p)) => {
+                let _ = headers.set("DPoP", &p);
+            }
+            Ok(None) => return failed(JsValue::UNDEFINED),
+            Err(e) => {
+                let (failure, cause) = classify_js_error(&e);
+                return (Err(failure), cause, None);
+            }
+        }
+    }
     let response = match post(endpoint, &headers, &body, signal).await {
         Ok(r) => r,
         Err(e) => return failed(e),
     };
     let status = response.status();
     let h = response.headers();
+    if let Some(holder) = &inner.dpop {
+        let _ = call(holder, "observe", &[&url, &h]);
+    }
     if let Ok(Some(date)) = h.get("date") {
         let server = js_sys::Date::parse(&date);
         if server.is_finite() {
@@ -248,7 +277,7 @@ async fn post_refresh(
     };
     let offset = inner.core.borrow().server_offset_ms();
     match json {
-        Some(v) if (200..300).contains(&status) => parsed(&v, offset),
+        Some(v) if (200..300).contains(&status) => parsed(inner, &v, offset),
         _ if (200..300).contains(&status) => (Err(Failure::Malformed), response.into(), Some("the body is not JSON".into())),
         body => {
             let oauth = body.as_ref().and_then(|b| super::js::own(b, "error").as_string());

@@ -71,12 +71,7 @@ impl Store {
     }
 
     fn call(&self, method: &str, args: &[&JsValue]) -> Result<JsValue, JsValue> {
-        let f: Function = get(&self.target, method).dyn_into()?;
-        match args {
-            [a] => f.call1(&self.target, a),
-            [a, b] => f.call2(&self.target, a, b),
-            _ => f.call0(&self.target),
-        }
+        super::js::call(&self.target, method, args)
     }
 
     /// Fire-and-forget write; an async adapter's rejection is swallowed (storage is best effort).

@@ -1,7 +1,9 @@
 // The `npm run demo` apps in real Chromium against the reference server, as a new user meets them,
 // at 1280 px and at 390 px wide: the comparison on first load (token-broker vs the naive
-// interceptor), "Try it yourself" (Vue + axios, token-broker/vue), the two-tabs panel (crossTab), the
-// WebSocket panel (token-broker/socket) and the React + fetch example (token-broker/react). Builds what it needs with scripts/demo.mjs (pack
+// interceptor), "Try it yourself" (Vue + axios, token-broker/vue) and its DPoP switch (RFC 9449: the
+// demo server runs with --dpop optional and nonces on), the two-tabs panel (crossTab), the
+// WebSocket panel (token-broker/socket) and the React + fetch example (token-broker/react), with
+// its DPoP switch too. Builds what it needs with scripts/demo.mjs (pack
 // pkg/, install the tarball into the examples, vite build unless cached), so run
 // `node scripts/build.mjs` first. Asserts counts and words only (server counters, the page's own
 // counters, labels, no horizontal overflow), never timings.
@@ -273,6 +275,161 @@ for (const width of WIDTHS) {
     assert.deepEqual(pageErrors, []);
   });
 
+  test(`${W}: the DPoP switch: one refresh for a burst after expiry, every proof valid and made with one key; a nonce rotation is answered by sending again, never by a refresh; switched off, bearer as before`, async () => {
+    await control('reset', {});
+    const page = await newPage(width);
+    try {
+      await page.goto(`${server.url}/`);
+      assert.equal(await page.isChecked('[data-testid=dpop-toggle]'), false, 'the switch starts off');
+      const bearerLogin = await serverDelta(() => clickAndWaitRun(page, '[data-testid=login-submit]'));
+      assert.equal(bearerLogin.logins, 1);
+      assert.equal(bearerLogin.dpop_proofs_accepted, 0, 'switched off, nothing carries a proof');
+      assert.equal(await rows(page, 'timeline', '[data-kind=api][data-scheme=Bearer]'), 4, 'each call badged Bearer');
+      assert.equal(await page.locator('[data-testid=counter-nonces]').count(), 0, 'no nonce counter while DPoP is off');
+
+      // Switched on: the page logs out, makes a broker with `dpop: true` and logs in again with a proof.
+      const n = Number(await attr(page, '.playground', 'data-run-count'));
+      const on = await serverDelta(async () => {
+        await page.click('[data-testid=dpop-toggle]');
+        await page.waitForFunction((prev) => {
+          const el = document.querySelector('.playground');
+          return el.dataset.dpop === 'true' && Number(el.dataset.runCount) > prev && el.dataset.busy === 'false';
+        }, n, { timeout: 30000 });
+      });
+      assert.equal(on.logouts, 1, 'the bearer session was ended at the server');
+      assert.equal(on.logins, 1, 'and a new one started');
+      assert.equal(on.dpop_jkts, 1, 'with a key of its own');
+      assert.equal(on.dpop_nonce_challenges_as, 1, 'the login met the token endpoint\'s nonce challenge and was sent once more');
+      assert.equal(on.unauthorized_sent, 0);
+      assert.equal(on.api_ok, 4);
+      assert.equal(await text(page, '[data-testid=session-state]'), 'valid');
+      assert.equal(await attr(page, '[data-testid=token-binding]', 'data-bound'), 'true', 'the token names its key (cnf.jkt)');
+      assert.equal(await rows(page, 'timeline', '[data-kind=api][data-scheme=Bearer]'), 0);
+      assert.equal(await rows(page, 'timeline', '[data-kind=api]'), await rows(page, 'timeline', '[data-kind=api][data-scheme=DPoP]'), 'every call badged DPoP');
+      assert.equal(await counter(page, 'nonces'), on.dpop_nonce_challenges_rs, 'the page saw each nonce challenge of the API');
+      assert.match(await text(page, '[data-testid=events]'), /login: 400 use_dpop_nonce, sent once more/);
+
+      // Expire now, burst: one refresh with a proof, every call replayed once.
+      await page.click('[data-testid=expire-now]');
+      await page.waitForSelector('[data-testid=token-server-view][data-expired=true]');
+      await page.fill('[data-testid=burst-n]', String(ROUNDS));
+      const d = await serverDelta(() => clickAndWaitRun(page, '[data-testid=burst]'));
+      assert.equal(d.refresh_calls, 1, 'one refresh for the whole burst');
+      assert.equal(d.refresh_ok, 1);
+      assert.equal(d.unauthorized_sent, CALLS, 'each call sent once with the expired token');
+      assert.equal(d.api_ok, CALLS);
+      assert.equal(d.reuse_detections, 0);
+      assert.equal(d.dpop_bound_refresh_refused_no_proof + d.dpop_bound_refresh_refused_other_key, 0);
+      assert.equal(d.dpop_proofs_rejected, d.dpop_nonce_challenges_rs + d.dpop_nonce_challenges_as, 'no proof refused but for a nonce');
+      const withProof = await rows(page, 'timeline', '[data-scheme=DPoP]');
+      const challenged = await rows(page, 'timeline', '[data-challenge=nonce]');
+      assert.equal(d.dpop_proofs_accepted, withProof - challenged, 'the server accepted every proof the page sent but the nonce-challenged ones');
+      assert.equal((await control('stats')).dpop_jkts, 1, 'one key since the reset: every proof of the session');
+      assert.equal(await text(page, '[data-testid=counter-refreshes]'), '1 refresh');
+      assert.equal(await counter(page, 'unauthorized'), CALLS);
+      assert.equal(await counter(page, 'replays'), CALLS);
+      assert.equal(await counter(page, 'failures'), 0);
+      assert.equal(await rows(page, 'timeline', '[data-kind=refresh][data-status="200"]'), 1);
+      assert.equal(await rows(page, 'timeline', '[data-kind=api][data-status="200"][data-retry=replay]'), CALLS);
+      assert.equal(await rows(page, 'timeline', '[data-kind=token][data-scheme=DPoP]'), 1 + d.dpop_nonce_challenges_as, 'the refresh\'s own request, with its proof');
+      assert.deepEqual(await panelStates(page), ['ok', 'ok', 'ok', 'ok']);
+      assert.equal(await text(page, '[data-testid=server-last-refresh_calls]'), '1');
+      assert.equal(await text(page, '[data-testid=server-dpop-refused]'), '0');
+
+      // Rotate the nonces: the next calls meet use_dpop_nonce and are sent once more; no refresh.
+      // (How many of the four parallel calls still carry the old nonce depends on timing: a proof
+      // made after the first challenge came back already has the new one. At least one does.)
+      await page.click('[data-testid=rotate-nonces]');
+      await page.waitForSelector('[data-testid=events] li.ev-control:has-text("new DPoP nonces")');
+      const r = await serverDelta(() => clickAndWaitRun(page, '[data-testid=reload]'));
+      assert.ok(r.dpop_nonce_challenges_rs >= 1, 'the calls met the new nonce');
+      assert.equal(r.dpop_proofs_rejected, r.dpop_nonce_challenges_rs, 'no proof refused but for the nonce');
+      assert.equal(r.refresh_calls, 0, 'a nonce challenge is no reason to refresh');
+      assert.equal(r.unauthorized_sent, 0);
+      assert.equal(r.api_ok, 4);
+      assert.equal(await rows(page, 'timeline', '[data-kind=api][data-status="401"][data-challenge=nonce]'), r.dpop_nonce_challenges_rs, 'each challenge drawn');
+      assert.equal(await rows(page, 'timeline', '[data-kind=api][data-status="200"][data-retry=nonce]'), r.dpop_nonce_challenges_rs, 'each sent once more and answered');
+      assert.equal(await page.locator('svg[data-testid=timeline] path.tl-arrow.nonce').count(), r.dpop_nonce_challenges_rs, 'an arrow from each challenge to its retry');
+      assert.equal(await counter(page, 'nonces'), r.dpop_nonce_challenges_rs);
+      assert.equal(await counter(page, 'refreshes'), 0);
+      assert.equal(await counter(page, 'unauthorized'), 0, 'a nonce challenge is not counted as a 401 of the token');
+      assert.deepEqual(await panelStates(page), ['ok', 'ok', 'ok', 'ok']);
+
+      // Rotate, expire and burst: challenges at the API and at the token endpoint, still ONE refresh.
+      await page.click('[data-testid=rotate-nonces]');
+      await page.locator('[data-testid=events] li.ev-control', { hasText: 'new DPoP nonces' }).nth(1).waitFor();
+      await page.click('[data-testid=expire-now]');
+      await page.waitForSelector('[data-testid=token-server-view][data-expired=true]');
+      // Each call: the old nonce (401 use_dpop_nonce), once more with the new one (401: the token
+      // expired), one refresh for all (400 use_dpop_nonce at the token endpoint, once more: 200),
+      // the replay (200). A call whose retry goes out after the refresh ended carries the new
+      // token at once (200, nothing to replay): timing decides how many, the counts must agree.
+      const b = await serverDelta(() => clickAndWaitRun(page, '[data-testid=burst]'));
+      const rs = b.dpop_nonce_challenges_rs;
+      assert.equal(b.refresh_calls, 1, 'still one refresh');
+      assert.ok(rs >= 1, 'the calls met the API\'s new nonce');
+      assert.equal(b.dpop_nonce_challenges_as, 1, 'the refresh met the token endpoint\'s new nonce');
+      assert.ok(b.unauthorized_sent >= 1 && b.unauthorized_sent <= CALLS);
+      assert.equal(b.api_ok, CALLS);
+      assert.equal(b.dpop_proofs_rejected, rs + 1, 'no proof refused but for the nonce');
+      assert.equal(b.dpop_jkts, 0, 'no new key');
+      assert.equal(await rows(page, 'timeline', '[data-kind=refresh]'), 1);
+      assert.equal(await rows(page, 'timeline', '[data-kind=token][data-status="400"][data-challenge=nonce]'), 1, 'the token endpoint\'s challenge, drawn');
+      assert.equal(await rows(page, 'timeline', '[data-kind=token][data-status="200"][data-retry=nonce]'), 1, 'and the refresh sent once more');
+      assert.equal(await rows(page, 'timeline', '[data-kind=api][data-challenge=nonce]'), rs);
+      assert.equal(await rows(page, 'timeline', '[data-kind=api][data-retry=nonce]'), rs, 'each challenged call sent once more');
+      assert.equal(await rows(page, 'timeline', '[data-kind=api][data-status="401"]:not([data-challenge=nonce])'), b.unauthorized_sent);
+      assert.equal(await rows(page, 'timeline', '[data-kind=api][data-retry=replay][data-status="200"]'), b.unauthorized_sent, 'each 401 of the token replayed once');
+      assert.equal(await page.locator('svg[data-testid=timeline] path.tl-arrow.nonce').count(), rs + 1);
+      assert.equal(await counter(page, 'nonces'), rs + 1);
+      assert.equal(await text(page, '[data-testid=counter-refreshes]'), '1 refresh');
+      assert.equal(await counter(page, 'unauthorized'), b.unauthorized_sent);
+      assert.equal(await counter(page, 'replays'), b.unauthorized_sent);
+      assert.equal(await counter(page, 'failures'), 0);
+      assert.equal(await text(page, '[data-testid=server-last-dpop_nonce_challenges_as]'), '1');
+      assert.equal(await text(page, '[data-testid=server-last-dpop_nonce_challenges_rs]'), String(rs));
+      const sent = CALLS + rs + b.unauthorized_sent;
+      assert.match(await text(page, '[data-testid=dpop-summary]'),
+        new RegExp(`^${sent} of ${sent} API requests sent as DPoP .*: ${rs} at the API, 1 at the token endpoint; 1 refresh\\.$`));
+      assert.match(await text(page, '.playground .tl-legend'), /use_dpop_nonce: sent again with the new nonce/);
+      assert.equal(await text(page, '[data-testid=session-state]'), 'valid');
+      await assertNoOverflow(page, `${W} DPoP burst`);
+      await shot(page.locator('#try'), `try-dpop-${width}.png`);
+
+      // Switched off again: a bearer broker, a bearer login, and the burst as before.
+      const m = Number(await attr(page, '.playground', 'data-run-count'));
+      const toBearer = await serverDelta(async () => {
+        await page.click('[data-testid=dpop-toggle]');
+        await page.waitForFunction((prev) => {
+          const el = document.querySelector('.playground');
+          return el.dataset.dpop === 'false' && Number(el.dataset.runCount) > prev && el.dataset.busy === 'false';
+        }, m, { timeout: 30000 });
+      });
+      assert.equal(toBearer.logouts, 1, 'the DPoP session was ended at the server');
+      assert.equal(toBearer.logins, 1);
+      assert.equal(toBearer.dpop_proofs_accepted + toBearer.dpop_proofs_rejected, 0, 'the bearer login and calls carry no proof');
+      assert.equal(await text(page, '[data-testid=session-state]'), 'valid');
+      assert.equal(await page.locator('[data-testid=rotate-nonces]').count(), 0);
+      assert.equal(await page.locator('[data-testid=token-binding]').count(), 0);
+      await page.click('[data-testid=expire-now]');
+      await page.waitForSelector('[data-testid=token-server-view][data-expired=true]');
+      const off = await serverDelta(() => clickAndWaitRun(page, '[data-testid=burst]'));
+      assert.equal(off.refresh_calls, 1);
+      assert.equal(off.unauthorized_sent, CALLS);
+      assert.equal(off.api_ok, CALLS);
+      assert.equal(off.dpop_proofs_accepted + off.dpop_proofs_rejected, 0, 'no proof sent');
+      assert.equal(await rows(page, 'timeline', '[data-kind=api][data-scheme=Bearer]'), 2 * CALLS);
+      assert.equal(await rows(page, 'timeline', '[data-scheme=DPoP]'), 0);
+      assert.equal(await rows(page, 'timeline', '[data-kind=token]'), 0);
+      assert.equal(await text(page, '[data-testid=counter-refreshes]'), '1 refresh');
+      assert.equal(await counter(page, 'replays'), CALLS);
+      assert.deepEqual(await panelStates(page), ['ok', 'ok', 'ok', 'ok']);
+    } finally {
+      await page.close();
+    }
+    assert.deepEqual(pageErrors, []);
+  });
+
   test(`${W}: two tabs with a cross-tab broker: a burst in both makes one refresh in total`, async () => {
     await control('reset', {});
     const context = await browser.newContext({ viewport: { width, height: 900 } });
@@ -387,6 +544,61 @@ for (const width of WIDTHS) {
       await page.click('[data-testid=logout]');
       await page.waitForSelector('[data-testid=login-submit]');
       assert.equal(await text(page, '[data-testid=session-state]'), 'anonymous');
+    } finally {
+      await page.close();
+    }
+    assert.deepEqual(pageErrors, []);
+  });
+
+  test(`${W}: React example with its DPoP switch: a proof-bound login, rotated nonces and an expired token: nonce retries, one refresh`, async () => {
+    await control('reset', {});
+    const page = await newPage(width);
+    try {
+      await page.goto(`${server.url}/react/`);
+      await page.click('[data-testid=dpop-toggle]');
+      await page.waitForSelector('.app[data-dpop=true][data-busy=false]');
+      const first = await serverDelta(() => clickAndWaitRun(page, '[data-testid=login-submit]', '.app'));
+      assert.equal(first.logins, 1);
+      assert.equal(first.dpop_jkts, 1);
+      assert.equal(first.api_ok, 4);
+      assert.equal(await rows(page, 'timeline', '[data-kind=api][data-scheme=Bearer]'), 0);
+      assert.ok(await rows(page, 'timeline', '[data-kind=api][data-scheme=DPoP]') >= 4);
+
+      await page.click('[data-testid=rotate-nonces]');
+      await page.waitForSelector('p.hint:has-text("New DPoP nonces")');
+      await page.click('[data-testid=expire-now]');
+      await page.waitForSelector('p.hint:has-text("expired for the server")');
+      await page.fill('[data-testid=burst-n]', String(ROUNDS));
+      const d = await serverDelta(() => clickAndWaitRun(page, '[data-testid=burst]', '.app'));
+      const rs = d.dpop_nonce_challenges_rs; // timing decides how many (see the dashboard's DPoP test)
+      assert.equal(d.refresh_calls, 1, 'one refresh');
+      assert.ok(rs >= 1);
+      assert.equal(d.dpop_nonce_challenges_as, 1);
+      assert.equal(d.dpop_proofs_rejected, rs + 1, 'no proof refused but for the nonce');
+      assert.equal(d.api_ok, CALLS);
+      assert.equal((await control('stats')).dpop_jkts, 1, 'one key');
+      assert.equal(await rows(page, 'timeline', '[data-kind=refresh]'), 1);
+      assert.equal(await rows(page, 'timeline', '[data-kind=token][data-challenge=nonce]'), 1);
+      assert.equal(await rows(page, 'timeline', '[data-kind=token][data-retry=nonce][data-status="200"]'), 1);
+      assert.equal(await rows(page, 'timeline', '[data-kind=api][data-retry=nonce]'), rs);
+      assert.equal(await rows(page, 'timeline', '[data-kind=api][data-retry=replay][data-status="200"]'), d.unauthorized_sent);
+      assert.equal(await counter(page, 'nonces'), rs + 1);
+      assert.equal(await text(page, '[data-testid=counter-refreshes]'), '1 refresh');
+      assert.equal(await attr(page, '[data-testid=server-dpop]', 'data-challenges'), String(rs + 1));
+      assert.deepEqual(await panelStates(page), ['ok', 'ok', 'ok', 'ok']);
+      await assertNoOverflow(page, `${W} React DPoP burst`);
+      await page.screenshot({ path: path.join(SHOTS, `react-dpop-${width}.png`), fullPage: true });
+
+      // Off again: a bearer broker, the same user logged in again.
+      const n = Number(await attr(page, '.app', 'data-run-count'));
+      await page.click('[data-testid=dpop-toggle]');
+      await page.waitForFunction((prev) => {
+        const el = document.querySelector('.app');
+        return el.dataset.dpop === 'false' && Number(el.dataset.runCount) > prev && el.dataset.busy === 'false';
+      }, n, { timeout: 30000 });
+      assert.equal(await text(page, '[data-testid=session-state]'), 'valid');
+      assert.equal(await rows(page, 'timeline', '[data-kind=api][data-scheme=Bearer]'), 4);
+      assert.equal(await rows(page, 'timeline', '[data-scheme=DPoP]'), 0);
     } finally {
       await page.close();
     }

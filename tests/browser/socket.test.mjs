@@ -341,3 +341,156 @@ test('(f) event stream: SESSION_EXPIRED ends it; onError says so once', T, async
   assert.equal(delta.sse_auth_failures, 1);
   assert.equal(delta.sse_streams, 0);
 });
+
+// ---------- DPoP (issue 13): the server in `--dpop required` mode, nonces on ----------
+
+/** In the page: `window.t` for a `dpop: true` broker, logged in with a proof (as dpop.test.mjs does). */
+async function startDpop() {
+  const broker = await tb.createTokenBroker({ refresh: { url: '/auth/refresh-token' }, dpop: true });
+  let tokens;
+  for (let attempt = 0; !tokens; attempt++) {
+    const res = await fetch('/auth/login', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', DPoP: await broker.dpopProof('POST', '/auth/login') },
+      body: JSON.stringify({ username: 'demo', password: 'demo' }),
+    });
+    broker.dpopNonce('/auth/login', res.headers, { tokenEndpoint: true });
+    const body = await res.json();
+    if (res.ok) tokens = body;
+    else if (body.error !== 'use_dpop_nonce' || attempt > 0) throw new Error(`login: ${res.status} ${JSON.stringify(body)}`);
+  }
+  broker.setTokens(tokens);
+  window.t = { broker, tokens, expired: [], events: [] };
+  return tokens.token_type;
+}
+
+const dpopRequired = async () => {
+  await h.control('config', { dpop: 'required' });
+  assert.equal(await h.run(startDpop), 'DPoP');
+};
+
+/** No proof the helpers made was refused for anything but a nonce challenge. */
+function proofsClean(delta) {
+  for (const k of ['missing', 'malformed', 'typ', 'alg', 'jwk', 'bad_signature', 'htm', 'htu', 'jti_replay', 'ath', 'jkt_mismatch']) {
+    assert.equal(delta[`dpop_rejected_${k}`] ?? 0, 0, `proofs refused for ${k}`);
+  }
+  assert.equal(delta.dpop_bearer_downgrades, 0);
+}
+
+test('DPoP: an event stream goes with Authorization: DPoP + a proof (one nonce retry) and survives an expiry with one refresh', T, async () => {
+  await dpopRequired();
+  const before = await h.stats();
+  await h.run(async () => {
+    sk.stream();
+    await tb.until(() => sk.recs[0].events.length >= 2);
+  });
+  await expireOnServer();
+  const result = await h.run(async () => {
+    const rec = sk.recs[0];
+    await tb.until(() => rec.events.at(-1).gen === 2 && rec.events.length >= 4);
+    rec.handle.close();
+    await rec.handle.closed;
+    return sk.view()[0];
+  });
+  const after = await h.stats();
+  const d = Object.fromEntries(Object.keys(after).map((k) => [k, after[k] - (before[k] ?? 0)]));
+  const ns = result.events.map((e) => e.n);
+  assert.deepEqual(ns, ns.map((_, i) => i + 1), `ids continue without a gap or a repeat: ${ns}`);
+  assert.deepEqual([...new Set(result.events.map((e) => e.gen))], [1, 2]);
+  assert.equal(result.opens, 2);
+  assert.deepEqual(result.errors, [], 'neither the nonce challenge nor the expiry is an error');
+  assert.equal(d.refresh_calls, 1, 'one refresh');
+  assert.equal(d.sse_streams, 2);
+  assert.equal(d.sse_expired, 1);
+  assert.equal(d.dpop_nonce_challenges_rs, 1, 'the first request met the API nonce, the rest carried it');
+  assert.equal(d.sse_auth_failures, 1, 'only that challenge');
+  assert.equal(d.unauthorized_sent, 0, 'a challenge is no verdict on the token');
+  assert.equal(d.dpop_proofs_accepted, 3, 'two streams and the refresh');
+  proofsClean(d);
+  assert.deepEqual(h.pageErrors, []);
+});
+
+test("DPoP: a WebSocket with auth: 'message' sends the proof in the auth message, answers close 4402 with the nonce, and reconnects after expiry with one refresh", T, async () => {
+  await dpopRequired();
+  const before = await h.stats();
+  await h.run(async () => {
+    const rec = sk.open({ auth: 'message' });
+    await tb.until(() => rec.hellos.length === 1);
+  });
+  await expireOnServer();
+  const result = await h.run(async () => {
+    const rec = sk.recs[0];
+    await tb.until(() => rec.hellos.length === 2);
+    rec.handle.close();
+    return sk.view()[0];
+  });
+  const after = await h.stats();
+  const d = Object.fromEntries(Object.keys(after).map((k) => [k, after[k] - (before[k] ?? 0)]));
+  const { rs_nonce: nonce } = await h.control('dpop');
+  assert.deepEqual(result.hellos.map((m) => [m.via, m.gen]), [['message', 1], ['message', 2]]);
+  assert.deepEqual(result.closes, [
+    { code: 4402, reason: nonce, expired: false, willReconnect: true },
+    { code: 4001, reason: 'token expired', expired: true, willReconnect: true },
+  ]);
+  assert.equal(d.refresh_calls, 1, 'one refresh, and none for the nonce');
+  assert.equal(d.ws_connections, 3, 'the nonce round, the first socket, the one after the refresh');
+  assert.equal(d.ws_expired_closes, 1);
+  assert.equal(d.ws_auth_failures, 0);
+  assert.equal(d.dpop_nonce_challenges_rs, 1);
+  assert.equal(d.dpop_proofs_accepted, 3, 'two sockets and the refresh');
+  proofsClean(d);
+  assert.deepEqual(h.pageErrors, []);
+});
+
+test("DPoP: a custom authMessage gets the proof as its second argument", T, async () => {
+  await dpopRequired();
+  const result = await h.run(async () => {
+    const seen = [];
+    const rec = sk.open({
+      auth: 'message',
+      authMessage: (token, { dpop }) => {
+        seen.push(dpop.split('.').length);
+        return JSON.stringify({ type: 'auth', token, dpop });
+      },
+    });
+    await tb.until(() => rec.hellos.length === 1);
+    rec.handle.close();
+    return { seen, via: rec.hellos[0].via };
+  });
+  assert.deepEqual(result, { seen: [3, 3], via: 'message' }, 'a proof per socket (the first met the nonce)');
+});
+
+test("DPoP: auth 'query', 'protocol' and the default are INVALID_OPTIONS at call time; nothing connects", T, async () => {
+  await dpopRequired();
+  const { delta, result } = await h.measure(() => h.run(() => [{ auth: 'query' }, { auth: 'protocol' }, {}].map((o) => {
+    try {
+      sk.S.connectWebSocket(window.t.broker, '/ws', o);
+      return 'connected';
+    } catch (e) {
+      return sk.plain(e);
+    }
+  })));
+  for (const r of result) {
+    assert.equal(r.code, 'INVALID_OPTIONS', JSON.stringify(r));
+    assert.match(r.message, /DPoP-bound token cannot go in a URL or a subprotocol.*auth: 'message'/);
+  }
+  assert.equal(delta.ws_connections, 0);
+});
+
+test('DPoP: a bound token sent as Bearer to /events and in the /ws query is refused', T, async () => {
+  await dpopRequired();
+  const { delta, result } = await h.measure(() => h.run(async () => {
+    const at = window.t.tokens.access_token;
+    const res = await fetch('/events', { headers: { Authorization: `Bearer ${at}` } });
+    const ws = new WebSocket(`${location.origin.replace('http', 'ws')}/ws?access_token=${at}`);
+    const close = await new Promise((resolve) => { ws.onclose = (ev) => resolve({ code: ev.code, reason: ev.reason }); });
+    return { status: res.status, www: res.headers.get('WWW-Authenticate'), error: (await res.json()).error, close };
+  }));
+  assert.equal(result.status, 401);
+  assert.match(result.www, /^DPoP error="invalid_dpop_proof"/);
+  assert.equal(result.error, 'invalid_dpop_proof');
+  assert.deepEqual(result.close, { code: 4401, reason: 'DPoP-bound access token presented as a bearer token' });
+  assert.equal(delta.dpop_bearer_downgrades, 2);
+  assert.equal(delta.sse_streams, 0);
+  assert.equal(delta.ws_auth_failures, 1);
+});

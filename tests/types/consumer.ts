@@ -59,6 +59,23 @@ export async function main(): Promise<void> {
   createAuthFetch(broker, { isAuthFailure: async (r) => (await r.json()).errors != null });
   await createTokenBroker({ refresh: { url: '/t' }, revoke: { url: '/r' }, idleTimeoutMs: 60_000, debug: (e) => console.log(e.event, e.waiting) });
 
+  // DPoP: a proof for the login, the nonce of its answer, a refresh function with its own proof.
+  const bound = await createTokenBroker({
+    dpop: { store: 'indexeddb' },
+    refresh: async ({ refreshToken, signal, dpopProof }) => {
+      const proof: string = await dpopProof!('POST', '/oauth/token');
+      return { access_token: String(refreshToken), token_type: 'DPoP', signal, proof } as never;
+    },
+  });
+  const proof: string = await bound.dpopProof('POST', new URL('https://as.example/token'), { accessToken: 'at' });
+  bound.dpopNonce('/oauth/token', new Headers(), { tokenEndpoint: true });
+  const challenge: 'refresh' | 'nonce' | 'none' = bound.authChallenge('DPoP error="use_dpop_nonce"');
+  const isBound: boolean = bound.dpop;
+  bound.setTokens({ accessToken: proof, tokenType: 'DPoP' });
+  console.log(challenge, isBound);
+  // @ts-expect-error dpop.store is 'indexeddb' | 'memory'
+  await createTokenBroker({ refresh: { url: '/t' }, dpop: { store: 'disk' } });
+
   // Misuse must not type-check.
   // @ts-expect-error replay is 'all' | 'idempotent' | false
   attachAxios(api, broker, { replay: 'sometimes' });

@@ -3,7 +3,7 @@
 import { useEffect, useId, useMemo, useRef, useState } from 'react';
 import { layoutTimeline } from '../../shared/timeline.js';
 
-export default function Timeline({ snapshot, now, rowHeight = 15, labelWidth = 178, testid = 'timeline', legend = true }) {
+export default function Timeline({ snapshot, now, rowHeight = 15, labelWidth = 178, testid = 'timeline', legend = true, badges = false }) {
   const box = useRef(null);
   const [width, setWidth] = useState(700);
   useEffect(() => {
@@ -12,7 +12,7 @@ export default function Timeline({ snapshot, now, rowHeight = 15, labelWidth = 1
     observer.observe(box.current);
     return () => observer.disconnect();
   }, []);
-  const g = useMemo(() => layoutTimeline(snapshot, { width, now, rowHeight, labelWidth }), [snapshot, width, now, rowHeight, labelWidth]);
+  const g = useMemo(() => layoutTimeline(snapshot, { width, now, rowHeight, labelWidth, badges }), [snapshot, width, now, rowHeight, labelWidth, badges]);
   const uid = useId().replace(/:/g, '');
   const fill = (r) => (r.bar.fill === 'hatch' ? `url(#${uid}-hatch)` : r.bar.fill);
 
@@ -40,16 +40,23 @@ export default function Timeline({ snapshot, now, rowHeight = 15, labelWidth = 1
         {!g.count && <text x={g.labelWidth} y={g.top + 10} className="tl-empty">no requests yet</text>}
         {g.rows.map((r) => (
           <g key={r.id} className={`tl-row ${r.kind}`} data-testid="tl-row" data-kind={r.kind}
-             data-status={r.status ?? 'pending'} data-attempt={r.attempt} data-waited={String(!!r.wait)}>
+             data-status={r.status ?? 'pending'} data-attempt={r.attempt} data-waited={String(!!r.wait)}
+             data-retry={r.retry ?? ''} data-scheme={r.scheme ?? ''} data-challenge={r.challenge ?? ''}>
             <title>{r.title}</title>
             {r.stripe && <rect className="tl-stripe" x="0" y={r.y - 2} width={g.width} height={g.rowHeight} />}
+            {r.badge && (
+              <g className={`tl-badge ${r.badge.cls}`} data-testid="tl-badge">
+                <rect x={r.badge.x} y={r.y - 1} width={r.badge.width} height={g.barH + 2} rx="3" />
+                <text x={r.badge.x + r.badge.width / 2} y={r.y + g.barH - 1} textAnchor="middle">{r.badge.text}</text>
+              </g>
+            )}
             <text x={g.labelWidth - 8} y={r.y + g.barH - 1} textAnchor="end" className="tl-label">{r.label}</text>
             {r.wait && <line className="tl-wait" x1={r.wait.x1} x2={r.wait.x2} y1={r.y + g.barH / 2} y2={r.y + g.barH / 2} />}
             <rect className="tl-bar" x={r.bar.x} y={r.y} height={g.barH} rx="2" width={r.bar.width} fill={fill(r)} />
             <text x={r.statusX} y={r.y + g.barH - 1} className="tl-status">{r.statusText}</text>
           </g>
         ))}
-        {g.arrows.map((a) => <path key={`a${a.id}`} d={a.d} className="tl-arrow" markerEnd={`url(#${uid}-arrow)`} />)}
+        {g.arrows.map((a) => <path key={`a${a.id}`} d={a.d} className={a.nonce ? 'tl-arrow nonce' : 'tl-arrow'} markerEnd={`url(#${uid}-arrow)`} />)}
       </svg>
       {legend && (
         <div className="tl-legend">

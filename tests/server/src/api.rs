@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
 use crate::app::{random_b64, App};
+use crate::dpop::{self, Expect, Mode, Reject, Role, Verdict};
 use crate::jwt::Claims;
 use crate::store::{
     hash_prefix, hash_token, Binding, EndReason, FaultKind, Fresh, Grant, GrantKind, LogInfo,
@@ -186,10 +188,16 @@ fn clear_cookie(resp: &mut Response) {
 
 fn token_response(app: &App, grant: &Grant, include_refresh: bool) -> Response {
     let access = app.sign(&grant.claims);
+    // RFC 9449 §5: a key-bound access token is of type DPoP, so a client can tell.
+    let token_type = if grant.claims.cnf.is_some() {
+        "DPoP"
+    } else {
+        "Bearer"
+    };
     let mut body = json!({
         "access_token": access,
         "expires_in": expires_in_json(grant.expires_in),
-        "token_type": "Bearer",
+        "token_type": token_type,
         "scope": grant.claims.scope,
     });
     if let (true, Some(rt), Some(obj)) = (
@@ -223,6 +231,41 @@ fn grant_info(presented: Option<&str>, grant: &Grant) -> LogInfo {
     }
 }
 
+// ---------- DPoP at the token endpoints ----------
+
+/// The DPoP proof of a token request (RFC 9449 §5): `Ok(Some(jkt))` for a valid one, `Ok(None)`
+/// for none where none is needed (or DPoP is off), `Err` for the refusal to answer with.
+fn token_proof(app: &App, parts: &Parts) -> Result<Option<String>, Reject> {
+    let mode = app.lock().rt.dpop;
+    if mode == Mode::Off {
+        return Ok(None);
+    }
+    let expect = Expect {
+        role: Role::As,
+        method: parts.method.as_str(),
+        htu: dpop::expected_htu(&parts.headers, &parts.uri),
+        access_token: None,
+        bound_jkt: None,
+    };
+    match dpop::check(app, &parts.headers, &expect) {
+        Verdict::Valid(p) => Ok(Some(p.jkt)),
+        Verdict::Absent if mode == Mode::Required => {
+            dpop::count_missing(app, Role::As);
+            Err(Reject::Missing)
+        }
+        Verdict::Absent => Ok(None),
+        Verdict::Refused(r) => Err(r),
+    }
+}
+
+fn proof_refused(r: Reject) -> Response {
+    let info = LogInfo {
+        outcome: Some(format!("{}: {}", r.error(), r.reason())),
+        ..LogInfo::default()
+    };
+    with_info(dpop::as_refusal(r), info)
+}
+
 // ---------- POST /auth/login ----------
 
 pub async fn login(State(app): State<Arc<App>>, req: Request) -> Response {
@@ -230,6 +273,12 @@ pub async fn login(State(app): State<Arc<App>>, req: Request) -> Response {
     let params = match read_params(&parts.headers, body).await {
         Ok(p) => p,
         Err(e) => return no_store(e.response()),
+    };
+    // Before the credentials: a challenged login is retried with the nonce, and must not
+    // count as a failed one.
+    let dpop_jkt = match token_proof(&app, &parts) {
+        Ok(j) => j,
+        Err(r) => return proof_refused(r),
     };
     let (user, pass) = match (
         string_param(&params, "username"),
@@ -283,6 +332,7 @@ pub async fn login(State(app): State<Arc<App>>, req: Request) -> Response {
             client_id,
             scope,
             cookie_mode: cookie_only,
+            dpop_jkt,
         };
         let grant = st.login(&user, family, fresh, bind);
         let delay = st
@@ -305,12 +355,32 @@ fn refresh_failure(app: &App, resp: Response, info: LogInfo) -> Response {
 }
 
 pub async fn refresh(State(app): State<Arc<App>>, req: Request) -> Response {
-    app.lock().stats.refresh_calls += 1;
     let path = req.uri().path().to_string();
     let (parts, body) = req.into_parts();
-    let params = match read_params(&parts.headers, body).await {
+    let params = read_params(&parts.headers, body).await;
+    let proof = token_proof(&app, &parts);
+    // A nonce challenge is half of one refresh, not a refresh of its own: it is counted in
+    // `dpop_nonce_challenges_as` only, so "one refresh per burst" holds with nonces on.
+    if let Err(r) = proof.as_ref() {
+        if r.is_challenge() {
+            return proof_refused(*r);
+        }
+    }
+    app.lock().stats.refresh_calls += 1;
+    let params = match params {
         Ok(p) => p,
         Err(e) => return refresh_failure(&app, no_store(e.response()), LogInfo::default()),
+    };
+    // A bound refresh token presented without a proof is `invalid_grant` in every mode (RFC 9449
+    // §5, issue 13), decided by the family's binding once the token is known; an unbound one in
+    // `required` mode is `invalid_dpop_proof`.
+    let (dpop_jkt, proof_missing) = match proof {
+        Ok(j) => (j, false),
+        Err(Reject::Missing) => (None, true),
+        Err(r) => {
+            app.lock().stats.refresh_errors += 1;
+            return proof_refused(r);
+        }
     };
     match string_param(&params, "grant_type") {
         Ok(None) | Ok(Some("refresh_token")) => {}
@@ -353,6 +423,10 @@ pub async fn refresh(State(app): State<Arc<App>>, req: Request) -> Response {
         Err(e) => return refresh_failure(&app, e.response(), LogInfo::default()),
     };
     let hash = hash_token(&presented);
+    if proof_missing && !app.lock().is_dpop_bound(&hash) {
+        app.lock().stats.refresh_errors += 1;
+        return proof_refused(Reject::Missing);
+    }
     let mut info = LogInfo {
         refresh_token_hash_prefix: Some(hash_prefix(&hash)),
         ..LogInfo::default()
@@ -455,6 +529,7 @@ pub async fn refresh(State(app): State<Arc<App>>, req: Request) -> Response {
             client_id: &client_id,
             scope: scope.as_deref(),
             via_cookie: from_cookie,
+            dpop_jkt: dpop_jkt.as_deref(),
         };
         let result = st.refresh(&hash, fresh, rotate, &req);
         let mut delay = st.latency_for(&path);
@@ -467,7 +542,16 @@ pub async fn refresh(State(app): State<Arc<App>>, req: Request) -> Response {
         Ok(g) => g,
         Err(e) => {
             info.outcome = Some(e.cause().to_string());
-            info.token_family = app.lock().family_of(&hash);
+            {
+                let mut st = app.lock();
+                let d = &mut st.stats.dpop;
+                match e {
+                    RefreshError::DpopProofRequired => d.dpop_bound_refresh_refused_no_proof += 1,
+                    RefreshError::DpopKeyMismatch => d.dpop_bound_refresh_refused_other_key += 1,
+                    _ => {}
+                }
+                info.token_family = st.family_of(&hash);
+            }
             tokio::time::sleep(Duration::from_millis(delay)).await;
             return refresh_failure(&app, refresh_error(e), info);
         }
@@ -657,10 +741,11 @@ pub async fn logout(State(app): State<Arc<App>>, req: Request) -> Response {
     let mut info = LogInfo::default();
     let fam = match &presented {
         Some((t, _)) => family_of_token(&app, t, &mut info),
-        None => match bearer(&parts.headers) {
-            Bearer::Token(t) => app.verify(&t).ok().map(|c| c.fam),
-            Bearer::Missing => None,
-        },
+        // Either scheme names the family: ending a session needs no proof of possession, as
+        // `/auth/revoke` with any of the family's tokens shows.
+        None => {
+            credentials(&parts.headers, true).and_then(|(_, t)| app.verify(&t).ok().map(|c| c.fam))
+        }
     };
     info.token_family = fam.clone();
     let revoked = {
@@ -682,45 +767,136 @@ pub async fn logout(State(app): State<Arc<App>>, req: Request) -> Response {
 
 // ---------- protected API ----------
 
-enum Bearer {
-    Missing,
-    Token(String),
+/// The authentication scheme of a request, and of the challenge that answers it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Bearer,
+    Dpop,
 }
 
-fn bearer(headers: &HeaderMap) -> Bearer {
-    let Some(raw) = headers.get(header::AUTHORIZATION) else {
-        return Bearer::Missing;
-    };
+impl Scheme {
+    fn name(self) -> &'static str {
+        match self {
+            Scheme::Bearer => "Bearer",
+            Scheme::Dpop => "DPoP",
+        }
+    }
+}
+
+/// The scheme and token of the `Authorization` header. `DPoP` counts only while DPoP is on;
+/// otherwise it is a scheme like any other unknown one, which RFC 6750 answers as for none.
+fn credentials(headers: &HeaderMap, dpop_on: bool) -> Option<(Scheme, String)> {
+    let raw = headers.get(header::AUTHORIZATION)?;
     let raw = String::from_utf8_lossy(raw.as_bytes());
     let raw = raw.trim();
     let (scheme, rest) = raw.split_once(' ').unwrap_or((raw, ""));
+    let token = rest.trim().to_string();
     if scheme.eq_ignore_ascii_case("bearer") {
-        Bearer::Token(rest.trim().to_string())
+        Some((Scheme::Bearer, token))
+    } else if dpop_on && scheme.eq_ignore_ascii_case("dpop") {
+        Some((Scheme::Dpop, token))
     } else {
-        // Another scheme carries no bearer credentials: RFC 6750 answers as for none.
-        Bearer::Missing
+        None
     }
 }
 
-enum Auth {
+pub(crate) enum Auth {
     Ok(Claims),
     Missing,
+    /// `invalid_token`, with the token's claims when its signature held.
     Invalid(&'static str, Option<Claims>),
+    /// A DPoP refusal: the OAuth error (`invalid_dpop_proof` or `use_dpop_nonce`) and why.
+    Proof(&'static str, &'static str, Option<Claims>),
 }
 
-fn authenticate(app: &App, headers: &HeaderMap) -> Auth {
-    let token = match bearer(headers) {
-        Bearer::Missing => return Auth::Missing,
-        Bearer::Token(t) => t,
+fn proof_auth(r: Reject, claims: Claims) -> Auth {
+    Auth::Proof(r.error(), r.description(), Some(claims))
+}
+
+/// Judges the request's token; the scheme says how to challenge it: as it came, except that
+/// with DPoP required every challenge is a DPoP one. `/events` is judged here too.
+pub(crate) fn authenticate(app: &App, parts: &Parts) -> (Auth, Scheme) {
+    let mode = app.lock().rt.dpop;
+    let creds = credentials(&parts.headers, mode != Mode::Off);
+    let htu = dpop::expected_htu(&parts.headers, &parts.uri);
+    judge_credentials(app, mode, creds, parts.method.as_str(), htu, |expect| {
+        dpop::check(app, &parts.headers, expect)
+    })
+}
+
+/// The resource server's rules for a token presented in `scheme`, wherever it came from (the
+/// API and `/events` take it from `Authorization`, `/ws` from its handshake or auth message).
+/// `proof` checks the DPoP proof that came with it against what it is given.
+pub(crate) fn judge_credentials(
+    app: &App,
+    mode: Mode,
+    creds: Option<(Scheme, String)>,
+    method: &str,
+    htu: String,
+    proof: impl FnOnce(&Expect) -> Verdict,
+) -> (Auth, Scheme) {
+    let default_scheme = if mode == Mode::Required {
+        Scheme::Dpop
+    } else {
+        Scheme::Bearer
+    };
+    let Some((scheme, token)) = creds else {
+        return (Auth::Missing, default_scheme);
+    };
+    let answer = if scheme == Scheme::Dpop {
+        Scheme::Dpop
+    } else {
+        default_scheme
     };
     let claims = match app.verify(&token) {
         Ok(c) => c,
-        Err(e) => return Auth::Invalid(e.description(), None),
+        Err(e) => return (Auth::Invalid(e.description(), None), answer),
     };
-    match app.lock().check_access(&claims) {
+    let bound = claims.cnf.as_ref().map(|c| c.jkt.clone());
+    match (scheme, bound) {
+        // RFC 9449 §7.2: a bound token without its proof is refused in every mode, also
+        // with DPoP off, so a stolen bound token is worth nothing as a bearer token. The
+        // token itself is fine, so the answer is about the proof: a refresh would not help.
+        (Scheme::Bearer, Some(_)) => {
+            app.lock().stats.dpop.dpop_bearer_downgrades += 1;
+            let desc = "DPoP-bound access token presented as a bearer token";
+            return (
+                Auth::Proof("invalid_dpop_proof", desc, Some(claims)),
+                Scheme::Dpop,
+            );
+        }
+        (Scheme::Bearer, None) if mode == Mode::Required => {
+            let desc = "DPoP required: bearer access tokens are not accepted";
+            return (Auth::Invalid(desc, Some(claims)), Scheme::Dpop);
+        }
+        (Scheme::Bearer, None) => {}
+        (Scheme::Dpop, None) => {
+            let desc = "access token is not DPoP-bound";
+            return (Auth::Invalid(desc, Some(claims)), Scheme::Dpop);
+        }
+        (Scheme::Dpop, Some(jkt)) => {
+            let expect = Expect {
+                role: Role::Rs,
+                method,
+                htu,
+                access_token: Some(&token),
+                bound_jkt: Some(&jkt),
+            };
+            match proof(&expect) {
+                Verdict::Valid(_) => {}
+                Verdict::Absent => {
+                    dpop::count_missing(app, Role::Rs);
+                    return (proof_auth(Reject::Missing, claims), Scheme::Dpop);
+                }
+                Verdict::Refused(r) => return (proof_auth(r, claims), Scheme::Dpop),
+            }
+        }
+    }
+    let auth = match app.lock().check_access(&claims) {
         Ok(()) => Auth::Ok(claims),
         Err(e) => Auth::Invalid(e.description(), Some(claims)),
-    }
+    };
+    (auth, answer)
 }
 
 fn www_authenticate(resp: &mut Response, value: &str) {
@@ -729,29 +905,38 @@ fn www_authenticate(resp: &mut Response, value: &str) {
     }
 }
 
-fn unauthorized(auth: &Auth) -> Response {
+pub(crate) fn unauthorized(auth: &Auth, scheme: Scheme) -> Response {
     match auth {
         Auth::Invalid(desc, _) => {
             let mut r = error_json(StatusCode::UNAUTHORIZED, "invalid_token", desc);
             www_authenticate(
                 &mut r,
-                &format!("Bearer error=\"invalid_token\", error_description=\"{desc}\""),
+                &format!(
+                    "{} error=\"invalid_token\", error_description=\"{desc}\"",
+                    scheme.name()
+                ),
             );
             r
         }
+        Auth::Proof(error, desc, _) => dpop::rs_refusal(error, desc),
         _ => {
             let mut r = error_json(StatusCode::UNAUTHORIZED, "unauthorized", "no access token");
-            www_authenticate(&mut r, "Bearer");
+            let challenge = match scheme {
+                Scheme::Bearer => "Bearer",
+                Scheme::Dpop => "DPoP algs=\"ES256\"",
+            };
+            www_authenticate(&mut r, challenge);
             r
         }
     }
 }
 
-fn auth_info(auth: &Auth) -> LogInfo {
+pub(crate) fn auth_info(auth: &Auth) -> LogInfo {
     let (claims, outcome) = match auth {
         Auth::Ok(c) => (Some(c), "ok".to_string()),
         Auth::Missing => (None, "no_token".to_string()),
         Auth::Invalid(d, c) => (c.as_ref(), format!("invalid_token: {d}")),
+        Auth::Proof(e, d, c) => (c.as_ref(), format!("{e}: {d}")),
     };
     log_info(claims, outcome)
 }
@@ -777,6 +962,11 @@ enum Endpoint {
     Graphql,
 }
 
+/// The paths of the protected API (the DPoP resource server).
+pub fn is_protected(path: &str) -> bool {
+    endpoint_for(path).is_some()
+}
+
 fn endpoint_for(path: &str) -> Option<Endpoint> {
     Some(match path {
         "/statistics" => Endpoint::Stats("statistics", 42),
@@ -799,7 +989,7 @@ pub async fn protected(State(app): State<Arc<App>>, req: Request) -> Response {
     };
     let query = req.uri().query().unwrap_or("").to_string();
     let (parts, body) = req.into_parts();
-    let mut auth = authenticate(&app, &parts.headers);
+    let (mut auth, scheme) = authenticate(&app, &parts);
     let (delay, forced) = {
         let mut st = app.lock();
         let next = st.take_delay_next(&path);
@@ -812,7 +1002,7 @@ pub async fn protected(State(app): State<Arc<App>>, req: Request) -> Response {
     };
     if forced {
         let claims = match auth {
-            Auth::Ok(c) | Auth::Invalid(_, Some(c)) => Some(c),
+            Auth::Ok(c) | Auth::Invalid(_, Some(c)) | Auth::Proof(_, _, Some(c)) => Some(c),
             _ => None,
         };
         auth = Auth::Invalid("rejected by test control", claims);
@@ -875,7 +1065,10 @@ pub async fn protected(State(app): State<Arc<App>>, req: Request) -> Response {
             );
             www_authenticate(
                 &mut r,
-                "Bearer error=\"insufficient_scope\", error_description=\"requires scope admin\", scope=\"admin\"",
+                &format!(
+                    "{} error=\"insufficient_scope\", error_description=\"requires scope admin\", scope=\"admin\"",
+                    scheme.name()
+                ),
             );
             r
         }
@@ -883,6 +1076,9 @@ pub async fn protected(State(app): State<Arc<App>>, req: Request) -> Response {
             app.lock().stats.api_ok += 1;
             json_response(StatusCode::OK, json!({ "data": { "statistics": { "value": 42, "sub": c.sub, "gen": c.gen } } }))
         }
+        // A proof problem is an HTTP-level challenge the client's DPoP layer must see (a
+        // nonce to retry with), so GraphQL gets the 401 too; token problems stay GraphQL's.
+        (Auth::Proof(..), _) => unauthorized(&auth, scheme),
         (_, Endpoint::Graphql) => {
             app.lock().stats.graphql_unauthenticated += 1;
             info.outcome = Some("graphql_unauthenticated".into());
@@ -891,7 +1087,7 @@ pub async fn protected(State(app): State<Arc<App>>, req: Request) -> Response {
                 json!({ "data": null, "errors": [{ "message": "the access token is missing, expired or invalid", "extensions": { "code": "UNAUTHENTICATED" } }] }),
             )
         }
-        _ => unauthorized(&auth),
+        _ => unauthorized(&auth, scheme),
     };
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;

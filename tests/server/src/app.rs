@@ -6,6 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use crate::config::Config;
+use crate::dpop::{self, Role};
 use crate::jwt::{self, Claims, JwtError};
 use crate::store::{hash_token, Fresh, Runtime, State};
 
@@ -70,5 +71,9 @@ impl App {
 
     pub fn verify(&self, token: &str) -> Result<Claims, JwtError> {
         jwt::verify(&self.key, token)
+    }
+
+    pub fn nonce(&self, role: Role, gen: u64) -> String {
+        dpop::derive_nonce(&self.key, role, gen)
     }
 }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::dpop::Mode;
+
 pub const USAGE: &str = "\
 token-server: reference token server for token-broker tests
 
@@ -22,6 +24,10 @@ USAGE: token-server [OPTIONS]
   --body-timeout-ms MS        answer 408 and close when a request body is not complete within MS
                               of its head (default 10000; 0 = off)
   --no-expose-www-authenticate  leave WWW-Authenticate out of Access-Control-Expose-Headers
+  --dpop off|optional|required  DPoP (RFC 9449) at the token endpoints and the API (default off)
+  --dpop-nonces on|off        proofs must carry the server's DPoP-Nonce (default: on with
+                              --dpop required, else off)
+  --no-expose-dpop-nonce      leave DPoP-Nonce out of Access-Control-Expose-Headers
   --test-controls             enable the /__control/... API
   --static DIR                serve DIR at / (index.html fallback)
   --help                      this text
@@ -89,6 +95,10 @@ pub struct Config {
     pub idle_timeout: Option<f64>,
     pub cors: CorsPolicy,
     pub expose_www_authenticate: bool,
+    pub expose_dpop_nonce: bool,
+    pub dpop: Mode,
+    /// `None` = the mode's default (on exactly when DPoP is required).
+    pub dpop_nonces: Option<bool>,
     pub test_controls: bool,
     pub static_dir: Option<PathBuf>,
     /// Milliseconds; 0 = off. Also the keep-alive idle limit (hyper arms the same timer while
@@ -110,6 +120,9 @@ impl Default for Config {
             idle_timeout: None,
             cors: CorsPolicy::OwnOnly,
             expose_www_authenticate: true,
+            expose_dpop_nonce: true,
+            dpop: Mode::Off,
+            dpop_nonces: None,
             test_controls: false,
             static_dir: None,
             header_timeout_ms: 10_000,
@@ -204,6 +217,15 @@ impl Config {
                         parse_ms("--body-timeout-ms", &value("--body-timeout-ms")?)?
                 }
                 "--no-expose-www-authenticate" => cfg.expose_www_authenticate = false,
+                "--no-expose-dpop-nonce" => cfg.expose_dpop_nonce = false,
+                "--dpop" => cfg.dpop = Mode::parse(&value("--dpop")?)?,
+                "--dpop-nonces" => {
+                    cfg.dpop_nonces = Some(match value("--dpop-nonces")?.trim() {
+                        "on" => true,
+                        "off" => false,
+                        other => return Err(format!("--dpop-nonces: '{other}' is not on or off")),
+                    })
+                }
                 "--test-controls" => cfg.test_controls = true,
                 "--static" => cfg.static_dir = Some(PathBuf::from(value("--static")?)),
                 other => return Err(format!("unknown argument '{other}'")),

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::app::App;
 use crate::config::check_seconds;
+use crate::dpop::{self, Mode, Role};
 use crate::store::{hash_token, DelayNext, EndReason, Fault, FaultKind, Runtime, State as Store};
 use crate::web::{error_json, json_response, read_body};
 
@@ -33,6 +34,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/foreign", get(foreign))
         .route("/families", get(families))
         .route("/clock", get(get_clock).post(set_clock))
+        .route("/dpop", get(get_dpop).post(rotate_dpop))
         .route("/redirect", any(redirect))
 }
 
@@ -109,6 +111,11 @@ struct ConfigPatch {
     #[serde(default, deserialize_with = "present")]
     idle_timeout: Option<Option<f64>>,
     expose_www_authenticate: Option<bool>,
+    expose_dpop_nonce: Option<bool>,
+    dpop: Option<Mode>,
+    dpop_nonces: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    dpop_nonce_rotate: Option<Option<f64>>,
 }
 
 impl ConfigPatch {
@@ -138,6 +145,23 @@ impl ConfigPatch {
         }
         if let Some(v) = self.expose_www_authenticate {
             out.expose_www_authenticate = v;
+        }
+        if let Some(v) = self.expose_dpop_nonce {
+            out.expose_dpop_nonce = v;
+        }
+        // A mode without a word about nonces brings the mode's default, as `--dpop` does.
+        if let Some(m) = self.dpop {
+            out.dpop = m;
+            out.dpop_nonces = m.default_nonces();
+        }
+        if let Some(v) = self.dpop_nonces {
+            out.dpop_nonces = v;
+        }
+        if let Some(v) = self.dpop_nonce_rotate {
+            out.dpop_nonce_rotate = match v {
+                Some(s) if check_seconds("dpop_nonce_rotate", s)? > 0.0 => Some(s),
+                _ => None,
+            };
         }
         Ok(out)
     }
@@ -399,4 +423,59 @@ async fn set_clock(State(app): State<Arc<App>>, req: Request) -> Response {
         .clock_offset_ms
         .clamp(-MAX_CLOCK_OFFSET_MS, MAX_CLOCK_OFFSET_MS);
     ok(clock_json(&st))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DpopReq {
+    rotate: Option<String>,
+}
+
+fn dpop_json(app: &App) -> Value {
+    let (as_nonce, rs_nonce) = dpop::current_nonces(app);
+    let st = app.lock();
+    let mut jkts: Vec<&String> = st.dpop.jkts.iter().collect();
+    jkts.sort();
+    json!({
+        "mode": st.rt.dpop,
+        "nonces": st.rt.dpop_nonces,
+        "nonce_rotate": st.rt.dpop_nonce_rotate,
+        "as_nonce": as_nonce,
+        "rs_nonce": rs_nonce,
+        "jkts": jkts,
+        "jti_cache": st.dpop.jti_cache_len(),
+    })
+}
+
+/// `GET /__control/dpop`: the mode, the current nonces (so a test can build a proof that
+/// passes at once) and the key thumbprints seen.
+async fn get_dpop(State(app): State<Arc<App>>) -> Response {
+    ok(dpop_json(&app))
+}
+
+/// `POST /__control/dpop {"rotate":"as"|"rs"|"both"}`: a new nonce now. The old one stops
+/// at once, so the next proof that carries it gets `use_dpop_nonce`.
+async fn rotate_dpop(State(app): State<Arc<App>>, req: Request) -> Response {
+    let r: DpopReq = match parse(req).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let roles: &[Role] = match r.rotate.as_deref().unwrap_or("both") {
+        "as" => &[Role::As],
+        "rs" => &[Role::Rs],
+        "both" => &[Role::As, Role::Rs],
+        other => return bad(format!("rotate: '{other}' is not one of as, rs, both")),
+    };
+    {
+        let mut st = app.lock();
+        let now = st.now();
+        for role in roles {
+            st.dpop.rotate(*role, now);
+        }
+    }
+    let mut v = dpop_json(&app);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("ok".into(), json!(true));
+    }
+    ok(v)
 }

@@ -32,6 +32,15 @@ pub struct Claims {
     pub client_id: String,
     /// Space-separated; may be narrower than the family's grant (RFC 6749 §6).
     pub scope: String,
+    /// DPoP binding (RFC 9449 §6.1): only with a proof; absent from bearer tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Cnf>,
+}
+
+/// RFC 7800 confirmation claim with the RFC 9449 key thumbprint.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Cnf {
+    pub jkt: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +132,7 @@ mod tests {
             gen: 1,
             client_id: "spa".into(),
             scope: "read write".into(),
+            cnf: None,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod controls;
+pub mod dpop;
 pub mod jwt;
 pub mod realtime;
 pub mod store;
@@ -90,6 +91,7 @@ fn main_router(app: Arc<app::App>) -> Router {
         r = r.nest("/__control", controls::router());
     }
     r.fallback(api::fallback)
+        .layer(from_fn_with_state(app.clone(), dpop::nonce_mw))
         .layer(from_fn_with_state(live, realtime::control_mw))
         .layer(from_fn_with_state(app.clone(), web::cors_mw))
         .layer(from_fn(web::json_errors_mw))

@@ -40,8 +40,17 @@ fn main() -> ExitCode {
         let _ = out.flush();
         drop(out);
         let c = server.config();
+        // DPoP is named only when on, so the default summary reads as it always did.
+        let dpop = match c.dpop {
+            token_server::dpop::Mode::Off => String::new(),
+            m => format!(
+                " dpop={} nonces={}",
+                m.name(),
+                c.dpop_nonces.unwrap_or(m.default_nonces())
+            ),
+        };
         eprintln!(
-            "token-server: {} (foreign {}), access_ttl={}s grace={}s test_controls={} cors=[{}] header_timeout={}ms body_timeout={}ms{}",
+            "token-server: {} (foreign {}), access_ttl={}s grace={}s test_controls={} cors=[{}] header_timeout={}ms body_timeout={}ms{}{}",
             server.url(),
             server.foreign_url(),
             c.access_ttl,
@@ -50,6 +59,7 @@ fn main() -> ExitCode {
             server.cors_origins().join(", "),
             c.header_timeout_ms,
             c.body_timeout_ms,
+            dpop,
             c.static_dir
                 .as_ref()
                 .map(|d| format!(" static={}", d.display()))

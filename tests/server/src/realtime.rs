@@ -5,6 +5,12 @@
 //! Expiry is judged on the server's clock (honouring `/__control/clock`), checked every
 //! [`CHECK_EVERY`], so moving the clock forward ends a connection within that long.
 //!
+//! Tokens are judged by the API's rules ([`api::judge_credentials`]), DPoP included: `/events`
+//! exactly as the API (`Authorization: DPoP` + `DPoP` proof). A browser's WebSocket handshake
+//! cannot carry a `DPoP` header, so a DPoP-bound token is refused in `/ws`'s query parameter and
+//! subprotocol and accepted only in the auth message, with the proof beside it:
+//! `{"type":"auth","token":"…","dpop":"<proof>"}`, `htm` `GET`, `htu` `http://{Host}/ws`.
+//!
 //! The counters live here, not in the store; [`control_mw`] adds them to `GET /__control/stats`
 //! and zeroes them on `POST /__control/reset`.
 
@@ -23,8 +29,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use crate::api::log_info;
+use crate::api::{self, log_info, Auth, Scheme};
 use crate::app::App;
+use crate::dpop::{self, Mode};
 use crate::jwt::Claims;
 use crate::store::AccessError;
 use crate::web::{error_json, json_response, with_info};
@@ -40,9 +47,14 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Close code: the token was valid at connect time and has expired since.
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
-/// Close code: no usable token at connect time (missing, forged, expired, revoked), or the
-/// session ended while connected (family revoked, server reset).
+/// Close code: no usable token at connect time (missing, forged, expired, revoked, a DPoP-bound
+/// token without its proof, a refused proof), or the session ended while connected (family
+/// revoked, server reset).
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+/// Close code: the auth message's DPoP proof lacks the current resource-server nonce (or its
+/// `iat` is off): the reason is the nonce to retry with, as `DPoP-Nonce` would carry it. The
+/// token is fine, so a refresh would not help.
+pub const CLOSE_USE_DPOP_NONCE: u16 = 4402;
 /// The subprotocol that announces a token: `Sec-WebSocket-Protocol: bearer, <token>`.
 pub const BEARER_PROTOCOL: &str = "bearer";
 
@@ -168,16 +180,50 @@ pub async fn control_mw(State(live): State<Arc<Live>>, req: Request, next: Next)
     out
 }
 
-/// Why a token is refused, with its claims when they verified.
-type Refusal = (&'static str, Option<Box<Claims>>);
+/// Why a socket's token is refused: the close code and reason, with its claims when they verified.
+struct Refusal {
+    code: u16,
+    reason: String,
+    claims: Option<Box<Claims>>,
+}
 
-/// A token judged now: its claims, or why it is refused.
-fn judge(app: &App, token: &str) -> Result<Claims, Refusal> {
-    let claims = app.verify(token).map_err(|e| (e.description(), None))?;
-    match app.lock().check_access(&claims) {
-        Ok(()) => Ok(claims),
-        Err(e) => Err((e.description(), Some(Box::new(claims)))),
+impl Refusal {
+    fn plain(reason: &str) -> Refusal {
+        Refusal {
+            code: CLOSE_UNAUTHORIZED,
+            reason: reason.into(),
+            claims: None,
+        }
     }
+}
+
+/// A socket's token judged now, by the API's rules. `proof`: the auth message's `dpop`, if
+/// any; a token in the query or the subprotocol is a bearer token.
+fn judge(app: &App, token: &str, proof: Option<&str>, htu: &str) -> Result<Claims, Refusal> {
+    let mode = app.lock().rt.dpop;
+    // With DPoP off a proof counts for nothing, as `Authorization: DPoP` does at the API.
+    let scheme = if proof.is_some() && mode != Mode::Off {
+        Scheme::Dpop
+    } else {
+        Scheme::Bearer
+    };
+    let creds = Some((scheme, token.to_string()));
+    let (auth, _) = api::judge_credentials(app, mode, creds, "GET", htu.into(), |expect| {
+        dpop::check_value(app, proof, expect)
+    });
+    let (code, reason, claims) = match auth {
+        Auth::Ok(c) => return Ok(c),
+        Auth::Proof("use_dpop_nonce", _, c) => {
+            (CLOSE_USE_DPOP_NONCE, dpop::current_nonces(app).1, c)
+        }
+        Auth::Proof(_, d, c) | Auth::Invalid(d, c) => (CLOSE_UNAUTHORIZED, d.to_string(), c),
+        Auth::Missing => (CLOSE_UNAUTHORIZED, "no access token".to_string(), None),
+    };
+    Err(Refusal {
+        code,
+        reason,
+        claims: claims.map(Box::new),
+    })
 }
 
 /// Whether a connection's token still holds: `Ok`, or the close code and reason.
@@ -188,7 +234,6 @@ fn still_valid(app: &App, claims: &Claims) -> Result<(), (u16, &'static str)> {
         Err(e) => Err((CLOSE_UNAUTHORIZED, e.description())),
     }
 }
-
 
 fn query_token(uri: &Uri) -> Option<String> {
     let params: Vec<(String, String)> = serde_urlencoded::from_str(uri.query()?).ok()?;
@@ -292,30 +337,43 @@ pub async fn ws(
         (None, Some((_, t))) => Some((Via::Protocol, t)),
         (None, None) => None,
     };
-    let judged = given.as_ref().map(|(via, t)| (*via, judge(&live.app, t)));
+    // The `htu` an auth message's proof must name: this URL as http(s), without the query.
+    let htu = dpop::expected_htu(&headers, &uri);
+    let judged = given
+        .as_ref()
+        .map(|(via, t)| (*via, judge(&live.app, t, None, &htu)));
     let info = match &judged {
         None => log_info(None, "ws_upgrade: awaiting auth message".into()),
         Some((_, Ok(c))) => log_info(Some(c), "ws_upgrade: ok".into()),
-        Some((_, Err((d, c)))) => log_info(c.as_deref(), format!("ws_upgrade: invalid_token: {d}")),
+        Some((_, Err(r))) => log_info(
+            r.claims.as_deref(),
+            format!("ws_upgrade: invalid_token: {}", r.reason),
+        ),
     };
-    let resp = upgrade.on_upgrade(move |socket| session(live, socket, judged));
+    let resp = upgrade.on_upgrade(move |socket| session(live, socket, judged, htu));
     with_info(resp, info)
 }
 
 type Judged = Option<(Via, Result<Claims, Refusal>)>;
 
-async fn session(live: Arc<Live>, mut socket: WebSocket, judged: Judged) {
+async fn session(live: Arc<Live>, mut socket: WebSocket, judged: Judged, htu: String) {
     let _open = Open::new(&live, |c| &c.ws_open);
     Counters::bump(&live.counters.ws_connections);
     let (via, judged) = match judged {
         Some(j) => j,
-        None => (Via::Message, auth_message(&live.app, &mut socket).await),
+        None => (
+            Via::Message,
+            auth_message(&live.app, &mut socket, &htu).await,
+        ),
     };
     let claims = match judged {
         Ok(c) => c,
-        Err((reason, _)) => {
-            Counters::bump(&live.counters.ws_auth_failures);
-            close(&mut socket, CLOSE_UNAUTHORIZED, reason).await;
+        Err(r) => {
+            // A nonce challenge is no verdict on the token (as `unauthorized_sent` at the API).
+            if r.code == CLOSE_UNAUTHORIZED {
+                Counters::bump(&live.counters.ws_auth_failures);
+            }
+            close(&mut socket, r.code, &r.reason).await;
             return;
         }
     };
@@ -371,8 +429,9 @@ async fn session(live: Arc<Live>, mut socket: WebSocket, judged: Judged) {
     }
 }
 
-/// Waits for `{"type":"auth","token":"…"}` as the first message.
-async fn auth_message(app: &App, socket: &mut WebSocket) -> Result<Claims, Refusal> {
+/// Waits for `{"type":"auth","token":"…"}` (with `"dpop":"<proof>"` for a DPoP-bound token) as
+/// the first message.
+async fn auth_message(app: &App, socket: &mut WebSocket, htu: &str) -> Result<Claims, Refusal> {
     let first = tokio::time::timeout(AUTH_MESSAGE_TIMEOUT, async {
         loop {
             match socket.recv().await {
@@ -385,13 +444,20 @@ async fn auth_message(app: &App, socket: &mut WebSocket) -> Result<Claims, Refus
     .await;
     let text = match first {
         Ok(Some(t)) => t,
-        Ok(None) => return Err(("expected an auth message first", None)),
-        Err(_) => return Err(("no auth message in time", None)),
+        Ok(None) => return Err(Refusal::plain("expected an auth message first")),
+        Err(_) => return Err(Refusal::plain("no auth message in time")),
     };
     let v: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+    // A `dpop` that is not a string is a proof all the same: a malformed one.
+    let proof = match v.get("dpop") {
+        None | Some(Value::Null) => None,
+        Some(p) => Some(p.as_str().unwrap_or("")),
+    };
     match (v["type"].as_str(), v["token"].as_str()) {
-        (Some("auth"), Some(token)) => judge(app, token),
-        _ => Err(("expected {\"type\":\"auth\",\"token\":…} first", None)),
+        (Some("auth"), Some(token)) => judge(app, token, proof, htu),
+        _ => Err(Refusal::plain(
+            "expected {\"type\":\"auth\",\"token\":…} first",
+        )),
     }
 }
 
@@ -433,47 +499,19 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
 
 // ---------- server-sent events ----------
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    let raw = String::from_utf8_lossy(headers.get(header::AUTHORIZATION)?.as_bytes()).into_owned();
-    let raw = raw.trim();
-    let (scheme, rest) = raw.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| rest.trim().to_string())
-}
-
-fn sse_unauthorized(description: Option<&str>) -> Response {
-    let (mut r, www) = match description {
-        Some(d) => (
-            error_json(StatusCode::UNAUTHORIZED, "invalid_token", d),
-            format!("Bearer error=\"invalid_token\", error_description=\"{d}\""),
-        ),
-        None => (
-            error_json(StatusCode::UNAUTHORIZED, "unauthorized", "no access token"),
-            "Bearer".to_string(),
-        ),
-    };
-    if let Ok(v) = HeaderValue::from_str(&www) {
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    r
-}
-
-/// `GET /events` (`Authorization: Bearer …`): `id: n` + `data: {"n":n,"gen":g}` at once and
-/// every [`TICK_EVERY`]; `Last-Event-ID: k` resumes at `k + 1`. When the token expires the
-/// stream ends with `event: error` / `data: {"code":"token_expired"}`.
-pub async fn events(State(live): State<Arc<Live>>, headers: HeaderMap) -> Response {
+/// `GET /events` (`Authorization: Bearer …`, or `DPoP …` with a `DPoP` proof, judged and
+/// answered as the API does): `id: n` + `data: {"n":n,"gen":g}` at once and every
+/// [`TICK_EVERY`]; `Last-Event-ID: k` resumes at `k + 1`. When the token expires the stream
+/// ends with `event: error` / `data: {"code":"token_expired"}`.
+pub async fn events(State(live): State<Arc<Live>>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let headers = &parts.headers;
     let c = &live.counters;
-    let Some(token) = bearer(&headers) else {
-        Counters::bump(&c.sse_auth_failures);
-        return with_info(sse_unauthorized(None), log_info(None, "no_token".into()));
-    };
-    let claims = match judge(&live.app, &token) {
-        Ok(claims) => claims,
-        Err((d, claims)) => {
+    let claims = match api::authenticate(&live.app, &parts) {
+        (Auth::Ok(claims), _) => claims,
+        (auth, scheme) => {
             Counters::bump(&c.sse_auth_failures);
-            let info = log_info(claims.as_deref(), format!("invalid_token: {d}"));
-            return with_info(sse_unauthorized(Some(d)), info);
+            return with_info(api::unauthorized(&auth, scheme), api::auth_info(&auth));
         }
     };
     let next_id = headers

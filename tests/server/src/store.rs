@@ -9,7 +9,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::jwt::{Claims, ISSUER};
+use crate::dpop::{DpopState, DpopStats, Mode};
+use crate::jwt::{Claims, Cnf, ISSUER};
 
 pub type Hash = [u8; 32];
 
@@ -42,6 +43,13 @@ pub struct Runtime {
     pub family_lifetime: f64,
     pub idle_timeout: Option<f64>,
     pub expose_www_authenticate: bool,
+    pub expose_dpop_nonce: bool,
+    pub dpop: Mode,
+    /// Proofs must carry the current server nonce (RFC 9449 §8, §9).
+    pub dpop_nonces: bool,
+    /// Seconds after which a nonce rotates by itself (checked lazily); `None` = only on
+    /// `POST /__control/dpop`.
+    pub dpop_nonce_rotate: Option<f64>,
 }
 
 impl Runtime {
@@ -53,6 +61,10 @@ impl Runtime {
             family_lifetime: c.family_lifetime,
             idle_timeout: c.idle_timeout,
             expose_www_authenticate: c.expose_www_authenticate,
+            expose_dpop_nonce: c.expose_dpop_nonce,
+            dpop: c.dpop,
+            dpop_nonces: c.dpop_nonces.unwrap_or(c.dpop.default_nonces()),
+            dpop_nonce_rotate: None,
         }
     }
 }
@@ -97,6 +109,9 @@ pub struct Family {
     pub scope: String,
     /// Cookie mode: the refresh token travels only in the `tb_refresh` cookie, never in JSON.
     pub cookie_mode: bool,
+    /// DPoP key thumbprint the family is bound to (RFC 9449 §5): set by a login with a proof,
+    /// or by the first refresh with one; from then on every refresh needs a proof with it.
+    pub dpop_jkt: Option<String>,
     #[serde(skip)]
     pub members: Vec<Hash>,
 }
@@ -108,6 +123,8 @@ pub struct Binding {
     /// Already validated and de-duplicated.
     pub scope: Vec<String>,
     pub cookie_mode: bool,
+    /// The thumbprint of the login's DPoP proof, if it had one.
+    pub dpop_jkt: Option<String>,
 }
 
 /// The parts of a family an access token is stamped with (copied out of the map so the
@@ -141,6 +158,8 @@ pub struct Presented<'a> {
     /// `None` = the scope originally granted.
     pub scope: Option<&'a [String]>,
     pub via_cookie: bool,
+    /// The thumbprint of the request's valid DPoP proof, if it had one.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -217,6 +236,10 @@ pub enum RefreshError {
     FamilyExpired,
     IdleTimeout,
     RevokedInFlight,
+    /// A DPoP-bound family refreshed without a proof.
+    DpopProofRequired,
+    /// A DPoP-bound family refreshed with a proof by another key.
+    DpopKeyMismatch,
 }
 
 impl RefreshError {
@@ -240,6 +263,8 @@ impl RefreshError {
             RefreshError::FamilyExpired => "family_expired",
             RefreshError::IdleTimeout => "idle_timeout",
             RefreshError::RevokedInFlight => "revoked_in_flight",
+            RefreshError::DpopProofRequired => "dpop_proof_required",
+            RefreshError::DpopKeyMismatch => "dpop_key_mismatch",
         }
     }
 
@@ -261,6 +286,12 @@ impl RefreshError {
             RefreshError::IdleTimeout => "refresh token family expired (idle timeout)",
             RefreshError::RevokedInFlight => {
                 "refresh token family revoked while this refresh was in flight"
+            }
+            RefreshError::DpopProofRequired => {
+                "refresh token is DPoP-bound: a DPoP proof with its key is required"
+            }
+            RefreshError::DpopKeyMismatch => {
+                "refresh token is DPoP-bound to another key"
             }
         }
     }
@@ -305,6 +336,8 @@ pub struct Stats {
     pub revocations: u64,
     /// Every `/auth/revoke` request, including no-ops and refusals.
     pub revoke_calls: u64,
+    #[serde(flatten)]
+    pub dpop: DpopStats,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -406,6 +439,7 @@ pub struct State {
     pub always_401: bool,
     pub orders_by_key: HashMap<String, Value>,
     pub next_order_id: u64,
+    pub dpop: DpopState,
 }
 
 impl State {
@@ -426,15 +460,19 @@ impl State {
             always_401: false,
             orders_by_key: HashMap::new(),
             next_order_id: 1,
+            dpop: DpopState::new([1, 1], wall_ms()),
         }
     }
 
     /// Forgets everything except the log id sequence, so requests still in flight across a
-    /// reset cannot overwrite a new log entry.
+    /// reset cannot overwrite a new log entry, and the nonce generations, which move on so
+    /// that no nonce from before the reset is valid after it.
     pub fn reset(&mut self, rt: Runtime) {
         let next = self.next_log_id;
+        let gens = self.dpop.next_gens();
         *self = State::new(rt);
         self.next_log_id = next;
+        self.dpop = DpopState::new(gens, self.now());
     }
 
     /// The server's notion of now: wall clock plus the test-controlled offset.
@@ -449,6 +487,7 @@ impl State {
         scope: &str,
         jti: String,
         now: i64,
+        jkt: Option<&str>,
     ) -> (Claims, f64) {
         let ttl = self.rt.access_ttl;
         let exp_ms = now + secs_to_ms(ttl).max(1);
@@ -463,6 +502,7 @@ impl State {
             gen,
             client_id: fam.client_id.clone(),
             scope: scope.to_string(),
+            cnf: jkt.map(|j| Cnf { jkt: j.to_string() }),
         };
         (claims, ttl)
     }
@@ -499,12 +539,14 @@ impl State {
             client_id: bind.client_id,
             scope: scope.clone(),
             cookie_mode: bind.cookie_mode,
+            dpop_jkt: bind.dpop_jkt.clone(),
             members: vec![fresh.refresh_hash],
         };
         let view = FamView::of(&family);
         self.families.insert(family_id, family);
         self.stats.logins += 1;
-        let (claims, ttl) = self.access_claims(&view, 1, &scope, fresh.jti, now);
+        let (claims, ttl) =
+            self.access_claims(&view, 1, &scope, fresh.jti, now, bind.dpop_jkt.as_deref());
         Grant {
             kind: GrantKind::Login,
             claims,
@@ -583,6 +625,14 @@ impl State {
         if fam.cookie_mode != req.via_cookie {
             return Err(RefreshError::ChannelMismatch);
         }
+        // RFC 9449 §5: a bound refresh token is only good with a proof by its key. Refused
+        // here, before the token's state, so a missing or foreign proof consumes nothing and
+        // is no reuse (Keycloak #36475 let a bound token refresh without any proof).
+        match (&fam.dpop_jkt, req.dpop_jkt) {
+            (Some(_), None) => return Err(RefreshError::DpopProofRequired),
+            (Some(bound), Some(k)) if bound != k => return Err(RefreshError::DpopKeyMismatch),
+            _ => {}
+        }
         match req.scope {
             None => Ok(fam.scope.clone()),
             Some(asked) => {
@@ -605,6 +655,23 @@ impl State {
         rotate: bool,
         req: &Presented,
     ) -> Result<Grant, RefreshError> {
+        let grant = self.refresh_step(hash, fresh, rotate, req)?;
+        // RFC 9449 §5: a refresh token issued to a public client that presented a proof is
+        // bound to that key, so a family issued without DPoP is bound by its first refresh
+        // with a proof. Bound families never come unbound.
+        if let (Some(j), Some(f)) = (req.dpop_jkt, self.families.get_mut(&grant.claims.fam)) {
+            f.dpop_jkt.get_or_insert_with(|| j.to_string());
+        }
+        Ok(grant)
+    }
+
+    fn refresh_step(
+        &mut self,
+        hash: &Hash,
+        fresh: Fresh,
+        rotate: bool,
+        req: &Presented,
+    ) -> Result<Grant, RefreshError> {
         let now = self.now();
         self.forget_expired_plaintexts(now);
         let (fam_id, state) = match self.tokens.get(hash) {
@@ -618,7 +685,7 @@ impl State {
             RtState::Active if !rotate => {
                 let fam = self.touch_family(&fam_id, now, None)?;
                 let (claims, ttl) =
-                    self.access_claims(&fam, fam.generation, &scope, fresh.jti, now);
+                    self.access_claims(&fam, fam.generation, &scope, fresh.jti, now, req.dpop_jkt);
                 Ok(Grant {
                     kind: GrantKind::AccessOnly,
                     claims,
@@ -630,11 +697,12 @@ impl State {
                     cookie_mode: fam.cookie_mode,
                 })
             }
-            RtState::Active => self.rotate(hash, &fam_id, fresh, now, &scope),
+            RtState::Active => self.rotate(hash, &fam_id, fresh, now, &scope, req.dpop_jkt),
             RtState::Rotated => {
                 if let Some((plain, succ_hash, succ_gen)) = self.grace_replay(hash, now) {
                     let fam = self.touch_family(&fam_id, now, None)?;
-                    let (claims, ttl) = self.access_claims(&fam, succ_gen, &scope, fresh.jti, now);
+                    let (claims, ttl) =
+                        self.access_claims(&fam, succ_gen, &scope, fresh.jti, now, req.dpop_jkt);
                     self.stats.grace_replays += 1;
                     Ok(Grant {
                         kind: GrantKind::GraceReplay,
@@ -677,6 +745,7 @@ impl State {
         fresh: Fresh,
         now: i64,
         scope: &str,
+        jkt: Option<&str>,
     ) -> Result<Grant, RefreshError> {
         let grace_ms = secs_to_ms(self.rt.grace);
         let (gen, parent) = {
@@ -718,7 +787,7 @@ impl State {
             fam.members.push(fresh.refresh_hash);
         }
         let fam = self.touch_family(fam_id, now, Some(gen))?;
-        let (claims, ttl) = self.access_claims(&fam, gen, scope, fresh.jti, now);
+        let (claims, ttl) = self.access_claims(&fam, gen, scope, fresh.jti, now, jkt);
         Ok(Grant {
             kind: GrantKind::Rotated,
             claims,
@@ -790,6 +859,11 @@ impl State {
 
     pub fn family_of(&self, hash: &Hash) -> Option<String> {
         self.tokens.get(hash).map(|r| r.family.clone())
+    }
+
+    /// Whether this refresh token's family is bound to a DPoP key.
+    pub fn is_dpop_bound(&self, hash: &Hash) -> bool {
+        self.tokens.get(hash).and_then(|r| self.families.get(&r.family)).is_some_and(|f| f.dpop_jkt.is_some())
     }
 
     pub fn check_access(&self, claims: &Claims) -> Result<(), AccessError> {
@@ -909,6 +983,7 @@ mod tests {
             client_id: "spa".into(),
             scope: vec!["read".into(), "write".into()],
             cookie_mode: false,
+            dpop_jkt: None,
         }
     }
 
@@ -916,6 +991,7 @@ mod tests {
         client_id: "spa",
         scope: None,
         via_cookie: false,
+        dpop_jkt: None,
     };
 
     fn state(grace: f64) -> State {

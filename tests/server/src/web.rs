@@ -32,7 +32,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
 
 pub const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
-pub const ALLOW_HEADERS: &str = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID";
+pub const ALLOW_HEADERS: &str = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, DPoP";
 
 /// Marker in response extensions: close the connection instead of sending this response.
 #[derive(Clone, Copy, Debug)]
@@ -412,8 +412,14 @@ pub async fn log_mw(State(app): State<Arc<App>>, req: Request, next: Next) -> Re
         resp.status().as_u16()
     };
     let info = resp.extensions().get::<LogInfo>().cloned();
+    // A `use_dpop_nonce` challenge is no verdict on the token: it is counted apart
+    // (`dpop_nonce_challenges_rs`), so "one 401 per call" keeps its meaning with nonces on.
+    let challenge = info
+        .as_ref()
+        .and_then(|i| i.outcome.as_deref())
+        .is_some_and(|o| o.starts_with("use_dpop_nonce"));
     let mut st = app.lock();
-    if status == 401 && api_path(&path) {
+    if status == 401 && api_path(&path) && !challenge {
         st.stats.unauthorized_sent += 1;
     }
     st.log_finish(id, status, info);
@@ -541,15 +547,25 @@ pub async fn cors_mw(State(app): State<Arc<App>>, req: Request, next: Next) -> R
     // The answer depends on Origin whether or not it was allowed, so caches must key on it.
     h.append(header::VARY, HeaderValue::from_static("Origin"));
     if let Some(origin) = allowed {
-        let expose = if app.lock().rt.expose_www_authenticate {
-            "WWW-Authenticate, Retry-After"
-        } else {
-            "Retry-After"
+        let (www, nonce) = {
+            let st = app.lock();
+            (st.rt.expose_www_authenticate, st.rt.expose_dpop_nonce)
         };
+        // Cross-origin, a client sees neither challenges nor nonces unless they are exposed
+        // (RFC 9449 §7.1, §8); each can be switched off to test a client without them.
+        let expose = [
+            www.then_some("WWW-Authenticate"),
+            Some("Retry-After"),
+            nonce.then_some("DPoP-Nonce"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ");
         let h = resp.headers_mut();
         set(h, header::ACCESS_CONTROL_ALLOW_ORIGIN, &origin);
         set(h, header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
-        set(h, header::ACCESS_CONTROL_EXPOSE_HEADERS, expose);
+        set(h, header::ACCESS_CONTROL_EXPOSE_HEADERS, &expose);
     }
     resp
 }

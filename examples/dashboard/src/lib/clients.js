@@ -3,7 +3,7 @@
 import axios from 'axios';
 import { createTokenBroker } from 'token-broker';
 import { attachAxios } from 'token-broker/axios';
-import { tokenGeneration } from '../../../shared/timeline.js';
+import { answeredWith, sentWith, tokenGeneration } from '../../../shared/timeline.js';
 import { createStore, jwtClaims } from '../../../shared/demo.js';
 
 /**
@@ -11,32 +11,48 @@ import { createStore, jwtClaims } from '../../../shared/demo.js';
  * outside components, and attach it to axios there too"). The login hands it the tokens with
  * `setTokens`; `app.use(tokenBroker, broker)` in main.js gives components `useSession()`.
  */
-export const broker = await createTokenBroker({ refresh: { url: '/auth/refresh-token' } });
+export const broker = await createPageBroker();
+
+/**
+ * The page's broker, with DPoP (RFC 9449) or without: "Try it yourself" makes a new one when its
+ * DPoP switch changes. With `dpop: true` the broker makes a non-extractable ES256 key (kept in
+ * IndexedDB), the adapters send `Authorization: DPoP <token>` with a fresh proof per request and
+ * answer `use_dpop_nonce` by sending once more, and the built-in refresh sends its own proof.
+ */
+export function createPageBroker({ dpop = false } = {}) {
+  return createTokenBroker({ refresh: { url: '/auth/refresh-token' }, ...(dpop ? { dpop: true } : {}) });
+}
 
 /**
  * An axios adapter that records each request for `timeline`, wrapped around axios' own adapter.
  * It sits *under* the interceptors, so a request that waits for a token is recorded when it is
- * really sent, and a replay as a second request of the same call (`config.demoCallId`).
+ * really sent, with the headers it really went out with (`Authorization: DPoP` + a `DPoP` proof,
+ * or `Bearer`), and a replay or a DPoP nonce retry as a later request of the same call
+ * (`config.demoCallId`).
  */
 export function recordingAdapter(timeline, defaultKind = 'api') {
   const send = axios.getAdapter(axios.defaults.adapter);
   return async function recordedAdapter(config) {
+    const sent = axios.AxiosHeaders.from(config.headers);
     const id = timeline.beginRequest({
       kind: config.demoKind ?? defaultKind,
       method: config.method ?? 'get',
       url: config.url,
       callId: config.demoCallId ?? null,
-      gen: tokenGeneration(axios.AxiosHeaders.from(config.headers).get('Authorization')),
       reason: config.demoReason ?? null,
+      ...sentWith((name) => sent.get(name)),
     });
     try {
       const response = await send(config);
-      timeline.endRequest(id, { status: response.status });
+      const got = axios.AxiosHeaders.from(response.headers);
+      timeline.endRequest(id, { status: response.status, ...answeredWith(response.status, (n) => got.get(n), null) });
       return response;
     } catch (err) {
       let data = err.response?.data; // raw here: the adapter runs before axios parses JSON
       if (typeof data === 'string') try { data = JSON.parse(data); } catch { data = null; }
-      timeline.endRequest(id, { status: err.response?.status ?? 0, error: data?.cause ?? data?.error ?? err.code ?? String(err) });
+      const got = axios.AxiosHeaders.from(err.response?.headers ?? {});
+      const status = err.response?.status ?? 0;
+      timeline.endRequest(id, { status, error: data?.cause ?? data?.error ?? err.code ?? String(err), ...answeredWith(status, (n) => got.get(n), data) });
       throw err;
     }
   };

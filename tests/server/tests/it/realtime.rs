@@ -12,16 +12,16 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::common::{harness, Harness};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Nothing in these tests waits longer than this for one message.
-const WAIT: Duration = Duration::from_secs(5);
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
-fn ws_url(h: &Harness, query: &str) -> String {
+pub(crate) fn ws_url(h: &Harness, query: &str) -> String {
     format!("{}/ws{query}", h.base.replacen("http://", "ws://", 1))
 }
 
-async fn connect(url: &str, protocols: Option<&str>) -> (Ws, Option<String>) {
+pub(crate) async fn connect(url: &str, protocols: Option<&str>) -> (Ws, Option<String>) {
     let mut req = url.into_client_request().expect("request");
     if let Some(p) = protocols {
         req.headers_mut().insert(
@@ -40,7 +40,7 @@ async fn connect(url: &str, protocols: Option<&str>) -> (Ws, Option<String>) {
 }
 
 /// The next message: `Ok(json)` for text, `Err((code, reason))` for a close.
-async fn next(ws: &mut Ws) -> Result<Value, (u16, String)> {
+pub(crate) async fn next(ws: &mut Ws) -> Result<Value, (u16, String)> {
     loop {
         let msg = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -59,7 +59,7 @@ async fn next(ws: &mut Ws) -> Result<Value, (u16, String)> {
 }
 
 /// Skips ticks and echoes until the socket closes; returns its code and reason.
-async fn closed(ws: &mut Ws) -> (u16, String) {
+pub(crate) async fn closed(ws: &mut Ws) -> (u16, String) {
     for _ in 0..100 {
         if let Err(c) = next(ws).await {
             return c;
@@ -300,7 +300,11 @@ async fn control_reset_zeroes_the_counters() {
 // ---------- server-sent events ----------
 
 /// Reads SSE text until `pred(all text so far)` holds (bounded by WAIT per chunk).
-async fn read_until(res: &mut reqwest::Response, text: &mut String, pred: impl Fn(&str) -> bool) {
+pub(crate) async fn read_until(
+    res: &mut reqwest::Response,
+    text: &mut String,
+    pred: impl Fn(&str) -> bool,
+) {
     while !pred(text) {
         let chunk = tokio::time::timeout(WAIT, res.chunk())
             .await
