@@ -16,17 +16,17 @@ use crate::common::*;
 
 // ---------- a small proof builder ----------
 
-struct Key {
+pub(crate) struct Key {
     sk: SigningKey,
     jwk: Value,
-    jkt: String,
+    pub(crate) jkt: String,
 }
 
 fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn now_s() -> i64 {
+pub(crate) fn now_s() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -40,7 +40,7 @@ fn random_id() -> String {
 }
 
 impl Key {
-    fn new() -> Key {
+    pub(crate) fn new() -> Key {
         let sk = loop {
             let mut b = [0u8; 32];
             getrandom::fill(&mut b).expect("random");
@@ -69,8 +69,17 @@ impl Key {
     }
 
     /// A good proof for `method url`; `extra` adds or overrides claims (`null` removes one).
-    fn proof(&self, method: &str, url: &str, extra: Value) -> String {
+    pub(crate) fn proof(&self, method: &str, url: &str, extra: Value) -> String {
         self.sign(&self.header(), &claims_for(method, url, extra))
+    }
+
+    /// A resource request's proof: with `ath` of `at`, when given.
+    pub(crate) fn api_proof(&self, method: &str, url: &str, at: Option<&str>, extra: Value) -> String {
+        let mut claims = claims_for(method, url, extra);
+        if let Some(at) = at {
+            claims["ath"] = json!(ath(at));
+        }
+        self.sign(&self.header(), &claims)
     }
 }
 
@@ -94,7 +103,7 @@ fn ath(token: &str) -> String {
 
 // ---------- requests ----------
 
-async fn dpop_harness(mode: Mode) -> Harness {
+pub(crate) async fn dpop_harness(mode: Mode) -> Harness {
     harness_with(|c: &mut Config| c.dpop = mode).await
 }
 
@@ -111,7 +120,7 @@ async fn login_with_proof(h: &Harness, proof: Option<&str>) -> Resp {
 }
 
 /// Logs in with a fresh proof by `key`, answering one nonce challenge if there is one.
-async fn dpop_login(h: &Harness, key: &Key) -> (String, String) {
+pub(crate) async fn dpop_login(h: &Harness, key: &Key) -> (String, String) {
     let url = h.url("/auth/login");
     let mut r = login_with_proof(h, Some(&key.proof("POST", &url, json!({})))).await;
     if r.body["error"] == "use_dpop_nonce" {

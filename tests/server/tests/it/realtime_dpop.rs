@@ -4,105 +4,18 @@
 //! auth message with a proof (`htm` GET, `htu` `http://{Host}/ws`); a nonce challenge is close
 //! 4402 with the nonce as the reason.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use futures_util::SinkExt;
-use p256::ecdsa::signature::Signer;
-use p256::ecdsa::{Signature, SigningKey};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use token_server::dpop::Mode;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
+use crate::dpop::{dpop_harness, now_s, Key};
 use crate::realtime::{closed, connect, next, read_until, ws_url, Ws};
 
-// ---------- proofs, as WebCrypto makes them ----------
-
-struct Key {
-    sk: SigningKey,
-    jwk: Value,
-}
-
-fn b64(bytes: impl AsRef<[u8]>) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn random_id() -> String {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).expect("random");
-    b64(b)
-}
-
-impl Key {
-    fn new() -> Key {
-        let sk = loop {
-            let mut b = [0u8; 32];
-            getrandom::fill(&mut b).expect("random");
-            if let Ok(k) = SigningKey::from_slice(&b) {
-                break k;
-            }
-        };
-        let p = sk.verifying_key().to_encoded_point(false);
-        let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(p.x().expect("x")), "y": b64(p.y().expect("y"))});
-        Key { sk, jwk }
-    }
-
-    /// A proof for `method url` with `ath` of `at` (when given); `extra` adds or overrides claims
-    /// (`null` removes one).
-    fn proof(&self, method: &str, url: &str, at: Option<&str>, extra: Value) -> String {
-        let mut p = json!({"jti": random_id(), "htm": method, "htu": url, "iat": now_s()});
-        if let Some(at) = at {
-            p["ath"] = json!(b64(Sha256::digest(at.as_bytes())));
-        }
-        for (k, v) in extra.as_object().into_iter().flatten() {
-            match (v.is_null(), p.as_object_mut()) {
-                (true, Some(o)) => {
-                    o.remove(k);
-                }
-                (false, Some(o)) => {
-                    o.insert(k.clone(), v.clone());
-                }
-                _ => {}
-            }
-        }
-        let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk});
-        let input = format!("{}.{}", b64(header.to_string()), b64(p.to_string()));
-        let sig: Signature = self.sk.sign(input.as_bytes());
-        format!("{input}.{}", b64(sig.to_bytes()))
-    }
-}
-
-async fn dpop_harness(mode: Mode) -> Harness {
-    harness_with(|c| c.dpop = mode).await
-}
-
-/// Logs in with a proof by `key` (answering one AS nonce challenge): a DPoP-bound access token.
+/// Logs in with a proof by `key`: a DPoP-bound access token.
 async fn dpop_login(h: &Harness, key: &Key) -> String {
-    let url = h.url("/auth/login");
-    let demo = json!({"username": "demo", "password": "demo"});
-    let mut nonce = Value::Null;
-    for _ in 0..2 {
-        let proof = key.proof("POST", &url, None, json!({ "nonce": nonce }));
-        let r = read(h.http.post(&url).json(&demo).header("dpop", proof)).await;
-        if r.body["error"] == "use_dpop_nonce" {
-            nonce = json!(r
-                .header("dpop-nonce")
-                .expect("a challenge carries the nonce"));
-            continue;
-        }
-        assert_eq!(r.status, 200, "dpop login: {}", r.text);
-        assert_eq!(r.body["token_type"], "DPoP");
-        return r.str("access_token");
-    }
-    panic!("challenged twice at login");
+    crate::dpop::dpop_login(h, key).await.0
 }
 
 fn rs_nonce(d: &Value) -> String {
@@ -169,7 +82,7 @@ async fn sse_streams_with_a_dpop_token_and_its_proof_until_it_expires() {
     let h = dpop_harness(Mode::Optional).await;
     let key = Key::new();
     let at = dpop_login(&h, &key).await;
-    let proof = key.proof("GET", &h.url("/events"), Some(&at), json!({}));
+    let proof = key.api_proof("GET", &h.url("/events"), Some(&at), json!({}));
     let mut res = h
         .http
         .get(h.url("/events"))
@@ -215,18 +128,18 @@ async fn sse_checks_the_proof_as_the_api_does() {
     let key = Key::new();
     let at = dpop_login(&h, &key).await;
     let url = h.url("/events");
-    let replayed = key.proof("GET", &url, Some(&at), json!({}));
+    let replayed = key.api_proof("GET", &url, Some(&at), json!({}));
     assert_eq!(events(&h, "DPoP", &at, Some(&replayed)).await.status, 200);
     let cases: Vec<(Option<String>, &str)> = vec![
         (None, "missing"),
-        (Some(key.proof("GET", &url, None, json!({}))), "ath"),
+        (Some(key.api_proof("GET", &url, None, json!({}))), "ath"),
         (
-            Some(Key::new().proof("GET", &url, Some(&at), json!({}))),
+            Some(Key::new().api_proof("GET", &url, Some(&at), json!({}))),
             "jkt_mismatch",
         ),
-        (Some(key.proof("POST", &url, Some(&at), json!({}))), "htm"),
+        (Some(key.api_proof("POST", &url, Some(&at), json!({}))), "htm"),
         (
-            Some(key.proof("GET", &h.url("/statistics"), Some(&at), json!({}))),
+            Some(key.api_proof("GET", &h.url("/statistics"), Some(&at), json!({}))),
             "htu",
         ),
         (Some(replayed), "jti_replay"),
@@ -239,7 +152,7 @@ async fn sse_checks_the_proof_as_the_api_does() {
         assert_eq!(h.stat(&counter).await, before + 1, "{reason}: {}", r.text);
     }
     // A query string is no part of `htu`.
-    let p = key.proof("GET", &url, Some(&at), json!({}));
+    let p = key.api_proof("GET", &url, Some(&at), json!({}));
     let r = events_at(&h, "/events?room=1", "DPoP", &at, Some(&p)).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(h.stat("sse_auth_failures").await, cases.len() as u64);
@@ -256,12 +169,12 @@ async fn sse_answers_a_proof_without_the_nonce_with_use_dpop_nonce() {
         &h,
         "DPoP",
         &at,
-        Some(&key.proof("GET", &url, Some(&at), json!({}))),
+        Some(&key.api_proof("GET", &url, Some(&at), json!({}))),
     )
     .await;
     assert_dpop_401(&r, "use_dpop_nonce");
     assert_eq!(r.header("dpop-nonce").as_deref(), Some(nonce.as_str()));
-    let p = key.proof("GET", &url, Some(&at), json!({ "nonce": nonce }));
+    let p = key.api_proof("GET", &url, Some(&at), json!({ "nonce": nonce }));
     let ok = events(&h, "DPoP", &at, Some(&p)).await;
     assert_eq!(ok.status, 200, "{}", ok.text);
     assert_eq!(
@@ -285,7 +198,7 @@ async fn sse_expired_bound_token_is_invalid_token_in_the_dpop_scheme() {
     let at = dpop_login(&h, &key).await;
     h.advance_clock(61_000).await;
     // The proof's iat follows the server clock, so only the token is out of date.
-    let p = key.proof(
+    let p = key.api_proof(
         "GET",
         &h.url("/events"),
         Some(&at),
@@ -347,7 +260,7 @@ async fn ws_accepts_a_bound_token_only_in_the_auth_message_with_a_proof() {
     let mut ws = ws_auth(&h, &at, None).await;
     assert_eq!(next(&mut ws).await, Err((4401, DOWNGRADE.into())));
     // `htu` is the socket's URL as http:, without the query.
-    let p = key.proof("GET", &h.url("/ws"), Some(&at), json!({}));
+    let p = key.api_proof("GET", &h.url("/ws"), Some(&at), json!({}));
     let (mut ws, _) = connect(&ws_url(&h, "?room=1"), None).await;
     let msg = json!({"type": "auth", "token": at, "dpop": p});
     ws.send(Message::text(msg.to_string())).await.expect("send");
@@ -372,22 +285,22 @@ async fn ws_auth_message_proofs_are_checked_as_the_api_checks_them() {
     let key = Key::new();
     let at = dpop_login(&h, &key).await;
     let url = h.url("/ws");
-    let once = key.proof("GET", &url, Some(&at), json!({}));
+    let once = key.api_proof("GET", &url, Some(&at), json!({}));
     let mut ws = ws_auth(&h, &at, Some(json!(once))).await;
     next(&mut ws).await.expect("hello");
     let cases: Vec<(Value, &str)> = vec![
         (
-            json!(key.proof("GET", &ws_url(&h, ""), Some(&at), json!({}))),
+            json!(key.api_proof("GET", &ws_url(&h, ""), Some(&at), json!({}))),
             "htu",
         ),
         (
-            json!(key.proof("GET", &h.url("/events"), Some(&at), json!({}))),
+            json!(key.api_proof("GET", &h.url("/events"), Some(&at), json!({}))),
             "htu",
         ),
-        (json!(key.proof("POST", &url, Some(&at), json!({}))), "htm"),
-        (json!(key.proof("GET", &url, None, json!({}))), "ath"),
+        (json!(key.api_proof("POST", &url, Some(&at), json!({}))), "htm"),
+        (json!(key.api_proof("GET", &url, None, json!({}))), "ath"),
         (
-            json!(Key::new().proof("GET", &url, Some(&at), json!({}))),
+            json!(Key::new().api_proof("GET", &url, Some(&at), json!({}))),
             "jkt_mismatch",
         ),
         (json!(once), "jti_replay"),
@@ -418,16 +331,16 @@ async fn ws_nonce_challenge_closes_with_4402_and_the_nonce_as_the_reason() {
     let mut ws = ws_auth(
         &h,
         &at,
-        Some(json!(key.proof("GET", &url, Some(&at), json!({})))),
+        Some(json!(key.api_proof("GET", &url, Some(&at), json!({})))),
     )
     .await;
     assert_eq!(next(&mut ws).await, Err((4402, nonce.clone())));
-    let p = key.proof("GET", &url, Some(&at), json!({ "nonce": nonce }));
+    let p = key.api_proof("GET", &url, Some(&at), json!({ "nonce": nonce }));
     let mut ws = ws_auth(&h, &at, Some(json!(p))).await;
     assert_eq!(next(&mut ws).await.expect("hello")["via"], "message");
     // A rotated nonce: challenged again, with the new one.
     let rotated = rs_nonce(&h.control("/dpop", json!({"rotate": "rs"})).await);
-    let p = key.proof("GET", &url, Some(&at), json!({ "nonce": nonce }));
+    let p = key.api_proof("GET", &url, Some(&at), json!({ "nonce": nonce }));
     let mut ws = ws_auth(&h, &at, Some(json!(p))).await;
     assert_eq!(next(&mut ws).await, Err((4402, rotated)));
     let s = h.control_get("/stats").await;
@@ -442,7 +355,7 @@ async fn ws_expired_bound_token_at_connect_closes_with_4401() {
     let key = Key::new();
     let at = dpop_login(&h, &key).await;
     h.advance_clock(61_000).await;
-    let p = key.proof(
+    let p = key.api_proof(
         "GET",
         &h.url("/ws"),
         Some(&at),
@@ -461,7 +374,7 @@ async fn ws_with_dpop_off_a_proof_counts_for_nothing() {
     let key = Key::new();
     let at = dpop_login(&h, &key).await;
     h.control("/config", json!({"dpop": "off"})).await;
-    let p = key.proof("GET", &h.url("/ws"), Some(&at), json!({}));
+    let p = key.api_proof("GET", &h.url("/ws"), Some(&at), json!({}));
     let mut ws = ws_auth(&h, &at, Some(json!(p))).await;
     assert_eq!(next(&mut ws).await, Err((4401, DOWNGRADE.into())));
     let s = h.control_get("/stats").await;
@@ -479,7 +392,7 @@ async fn ws_unbound_tokens_follow_the_apis_rules() {
     assert_eq!(next(&mut ws).await.expect("hello")["via"], "query");
     let mut ws = ws_auth(&h, &p.access, None).await;
     assert_eq!(next(&mut ws).await.expect("hello")["via"], "message");
-    let proof = Key::new().proof("GET", &h.url("/ws"), Some(&p.access), json!({}));
+    let proof = Key::new().api_proof("GET", &h.url("/ws"), Some(&p.access), json!({}));
     let mut ws = ws_auth(&h, &p.access, Some(json!(proof))).await;
     assert_eq!(
         next(&mut ws).await,
