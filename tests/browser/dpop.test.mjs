@@ -280,6 +280,26 @@ test('logout deletes the key; the next login makes a new one (one key per grant)
   assert.equal((await h.control('dpop')).jkts.length, 2, 'the second grant is bound to a new key');
 });
 
+test('an expired session deletes its key too; store: memory keeps the key out of IndexedDB', T, async () => {
+  const expiry = await h.run(async () => {
+    await dp.start();
+    const before = await dp.storedKeys();
+    await fetch('/__control/revoke', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ all: true }) });
+    await fetch('/__control/clock', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ advance_ms: 31_000 }) });
+    const call = await tb.call('fetch', 'GET', '/statistics');
+    await tb.sleep(50);
+    return { before, code: call.code, expired: window.t.expired, after: await dp.storedKeys() };
+  });
+  assert.deepEqual(expiry, { before: 1, code: 'SESSION_EXPIRED', expired: ['SESSION_EXPIRED'], after: 0 });
+  const memory = await h.measure(() => h.run(async () => {
+    await dp.start({ broker: { dpop: { store: 'memory' } } });
+    const ok = await tb.call('axios', 'GET', '/statistics');
+    return { status: ok.status, stored: await dp.storedKeys() };
+  }));
+  assert.deepEqual(memory.result, { status: 200, stored: 0 });
+  proofsClean(memory.delta);
+});
+
 test('a stored DPoP session whose key is gone ends with SESSION_EXPIRED at creation', T, async () => {
   await h.run(() => dp.start({ broker: { storage: 'session' } }));
   await h.page.reload();
