@@ -104,32 +104,27 @@ test('a tab hidden for 5 minutes (page clock) → the first request afterwards s
   assert.ok(!events.includes('expired'), events.join(','));
 });
 
-test('JS paused 8 s in the debugger → the first request afterwards succeeds with at most one refresh', T, async (t) => {
-  // 5 s tokens: the broker's refresh was due after 2.5 s and the token ran out during the pause,
+test('JS stalled 8 s (a debugger pause, a long task) → the first request afterwards succeeds with at most one refresh', T, async (t) => {
+  // 5 s tokens: the broker's refresh was due after 2.5 s and the token ran out during the stall,
   // for the page and for the server alike.
   await h.control('reset', { access_ttl: 5, grace: 0 });
   const ctx = await newContext();
   const page = await openPage(ctx);
   await page.evaluate(() => tb.start());
   assert.deepEqual(await dashboard(page), [200, 200, 200, 200]);
-  // A heartbeat: it gives the debugger a statement to stop on and shows that the page stood still.
+  // A heartbeat shows that the page stood still.
   await page.evaluate(() => {
     window.beats = [];
     window.beat = setInterval(() => window.beats.push(performance.now()), 20);
   });
   const before = await h.stats();
-  const cdp = await ctx.newCDPSession(page);
-  try {
-    await cdp.send('Debugger.enable');
-    const paused = new Promise((resolve) => cdp.once('Debugger.paused', resolve));
-    await cdp.send('Debugger.pause');
-    await Promise.race([paused, sleep(5000).then(() => { throw new Error('the page never paused'); })]);
-    await sleep(8000);
-    await cdp.send('Debugger.resume');
-    await cdp.send('Debugger.disable');
-  } finally {
-    await cdp.detach().catch(() => {});
-  }
+  // The main thread held for 8 s: no timer, no promise, no event runs, as under a debugger pause
+  // (CDP's Debugger.pause did not always take hold in headless Chromium: the test was flaky).
+  await page.evaluate(() => new Promise((resolve) => setTimeout(() => {
+    const end = performance.now() + 8000;
+    while (performance.now() < end) { /* stalled */ }
+    resolve();
+  }, 30)));
   const first = await page.evaluate(() => tb.call('fetch', 'GET', '/statistics'));
   const mid = await h.stats();
   const gap = await page.evaluate(() => {
