@@ -156,6 +156,13 @@ export async function openDpop(option, name) {
 
   let athOf, ath; // the last access token's hash: computed once per token, not per request
   async function proof(method, url, accessToken) {
+    try {
+      return await sign(method, url, accessToken);
+    } catch (e) {
+      throw new TokenBrokerError('DPOP_FAILED', `A DPoP proof for ${method} ${String(url).split(/[?#]/)[0]} could not be made: ${e?.message ?? e}`, { cause: e });
+    }
+  }
+  async function sign(method, url, accessToken) {
     const k = await (key ??= load().catch((e) => { key = undefined; throw e; }));
     const u = resolve(url);
     const role = accessToken === undefined ? 'as' : 'rs';
@@ -166,7 +173,8 @@ export async function openDpop(option, name) {
     if (accessToken !== undefined) {
       if (athOf !== accessToken) {
         athOf = accessToken;
-        ath = subtle.digest('SHA-256', enc.encode(accessToken)).then((d) => b64u(new Uint8Array(d)));
+        ath = subtle.digest('SHA-256', enc.encode(accessToken))
+          .then((d) => b64u(new Uint8Array(d)), (e) => { athOf = undefined; throw e; });
       }
       claims.ath = await ath;
     }

@@ -312,7 +312,8 @@ export type TokenBrokerErrorCode =
   | 'INVALID_TOKEN_RESPONSE'
   | 'LOGGED_OUT'
   | 'DISPOSED'
-  | 'LOAD_FAILED';
+  | 'LOAD_FAILED'
+  | 'DPOP_FAILED';
 
 /**
 The error every broker failure is, with a stable `code` and the original failure as `cause`.

@@ -12,7 +12,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 
-const BUDGET = 65_300;
+const BUDGET = 65_400;
 const GOAL = 36 * 1024;
 
 const pkg = join(dirname(fileURLToPath(import.meta.url)), '..', 'pkg');

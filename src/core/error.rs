@@ -23,6 +23,9 @@ pub enum BrokerError {
     Disposed,
     /// The WebAssembly module could not be loaded (made by the JS loader, which runs before it).
     LoadFailed,
+    /// A DPoP proof could not be made: the key could not be made, read or used (IndexedDB
+    /// blocked or failing, WebCrypto refusing). Made by `dpop.js`.
+    DpopFailed,
 }
 
 impl BrokerError {
@@ -39,6 +42,7 @@ impl BrokerError {
             Self::LoggedOut => "LOGGED_OUT",
             Self::Disposed => "DISPOSED",
             Self::LoadFailed => "LOAD_FAILED",
+            Self::DpopFailed => "DPOP_FAILED",
         }
     }
 
@@ -55,6 +59,7 @@ impl BrokerError {
             Self::LoggedOut => "logout() was called while the request waited for a token",
             Self::Disposed => "The broker was disposed",
             Self::LoadFailed => "The WebAssembly module could not be loaded",
+            Self::DpopFailed => "A DPoP proof could not be made",
         }
     }
 
@@ -71,6 +76,7 @@ impl BrokerError {
             Self::LoggedOut,
             Self::Disposed,
             Self::LoadFailed,
+            Self::DpopFailed,
         ]
         .into_iter()
         .find(|e| e.code() == code)
@@ -86,6 +92,7 @@ mod tests {
         let all = [
             "NOT_AUTHENTICATED", "SESSION_EXPIRED", "REFRESH_FAILED", "REFRESH_TIMEOUT", "ABORTED",
             "INVALID_OPTIONS", "INVALID_TOKEN_RESPONSE", "LOGGED_OUT", "DISPOSED", "LOAD_FAILED",
+            "DPOP_FAILED",
         ];
         for code in all {
             let e = BrokerError::from_code(code);

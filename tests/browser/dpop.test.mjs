@@ -190,6 +190,26 @@ test('a proof the server refuses (invalid_dpop_proof) never refreshes and never 
   assert.equal(delta.dpop_rejected_bad_signature, 2, 'each request sent once');
 });
 
+test('a proof that cannot be made (WebCrypto refuses) is DPOP_FAILED: nothing is sent, the session stays', T, async () => {
+  await h.run(() => dp.start());
+  const { delta, result } = await h.measure(() => h.run(async () => {
+    const sign = crypto.subtle.sign;
+    crypto.subtle.sign = () => Promise.reject(new DOMException('the key is gone', 'InvalidAccessError'));
+    try {
+      const outcomes = await Promise.all([tb.call('axios', 'GET', '/statistics'), tb.call('fetch', 'GET', '/statistics')]);
+      const direct = await window.t.broker.dpopProof('GET', '/statistics').then(() => null, (e) => [e.name, e.code, e.cause?.name]);
+      return { codes: outcomes.map((o) => o.code), direct };
+    } finally {
+      crypto.subtle.sign = sign;
+    }
+  }));
+  assert.deepEqual(result.codes, ['DPOP_FAILED', 'DPOP_FAILED']);
+  assert.deepEqual(result.direct, ['TokenBrokerError', 'DPOP_FAILED', 'InvalidAccessError']);
+  assert.equal(delta.api_ok + (delta.unauthorized_sent ?? 0), 0, 'nothing was sent');
+  assert.equal(delta.refresh_calls, 0);
+  assert.equal((await h.run(() => tb.call('fetch', 'GET', '/statistics'))).status, 200, 'the next request works');
+});
+
 test('case 34: a client clock 10 minutes fast → iat refused, the nonce path recovers in one retry', T, async () => {
   // Nonces off: the server judges freshness by iat until it hands out a nonce in its challenge.
   await h.control('reset', { dpop: 'required', dpop_nonces: false, access_ttl: 30 });
