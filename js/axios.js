@@ -1,7 +1,7 @@
 // token-broker/axios: attach a TokenBroker to an axios instance. No policy of its own:
 // the broker decides when to refresh; this file only adds the header and replays once.
 import {
-  abortedError, assertBroker, brokerOrigins, freshToken, originGate, originSet, readOptions, replayAllowed,
+  abortedError, assertBroker, brokerOrigins, freshToken, headerGet, originGate, originSet, readOptions, replayAllowed,
 } from './origin.js';
 
 const SENT = Symbol('token-broker.sentToken'); // the token a request went out with
@@ -17,13 +17,6 @@ function fullPath(config) {
     return url ? `${String(base).replace(/\/?\/$/, '')}/${url.replace(/^\/+/, '')}` : String(base);
   }
   return url;
-}
-
-function headerGet(headers, name) {
-  if (!headers) return undefined;
-  if (typeof headers.get === 'function') return headers.get(name) ?? undefined;
-  const key = Object.keys(headers).find((k) => k.toLowerCase() === name.toLowerCase());
-  return key === undefined ? undefined : headers[key];
 }
 
 function withToken(config, token, proof) {
@@ -100,14 +93,16 @@ export function attachAxios(axiosInstance, broker, options) {
     if (!config || response?.status !== 401 || !config[SENT]) throw error;
     if (config.signal?.aborted) throw error;
     if (!fromAllowedOrigin(error.request)) throw error;
-    const challenge = dpop ? broker.authChallenge(headerGet(response.headers, 'www-authenticate') ?? null) : null;
+    const www = headerGet(response.headers, 'www-authenticate') ?? null;
+    // A delegate broker may lack authChallenge; only a DPoP broker can be asked for a nonce retry.
+    const challenge = dpop ? broker.authChallenge(www) : broker.shouldRefreshOn401(www) ? 'refresh' : 'none';
     if (challenge === 'nonce') {
       // The server wants its nonce in the proof: the same request once more, no refresh.
       if (config[NONCED] || !replayAllowed(replay, config.method, headerGet(config.headers, 'idempotency-key') != null)) throw error;
       return axiosInstance.request({ ...config, [NONCED]: true, [SENT]: undefined });
     }
     if (config[REPLAY] !== undefined) throw error;
-    if (!(challenge === null ? broker.shouldRefreshOn401(headerGet(response.headers, 'www-authenticate') ?? null) : challenge === 'refresh')) throw error;
+    if (challenge !== 'refresh') throw error;
     return renewAndReplay(config, error);
   };
 

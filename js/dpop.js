@@ -2,6 +2,7 @@
 // its proofs and the servers' nonces (RFC 9449). WebCrypto and IndexedDB only; which answers mean
 // what (a nonce retry, a refresh, neither) is decided in the WebAssembly module.
 import { TokenBrokerError } from './index.js';
+import { headerGet, pageBase } from './origin.js';
 
 const enc = new TextEncoder();
 const SIGN = { name: 'ECDSA', hash: 'SHA-256' };
@@ -19,13 +20,15 @@ function b64u(bytes) {
 const b64json = (value) => b64u(enc.encode(JSON.stringify(value)));
 
 /** `url` as the browser sends it: relative URLs resolve against `document.baseURI`. */
-const resolve = (url) => new URL(url, globalThis.document?.baseURI ?? globalThis.location?.href);
+const resolve = (url) => new URL(url, pageBase());
 
 const invalid = (message) => new TokenBrokerError('INVALID_OPTIONS', `Invalid options: ${message}`);
 
 const settle = (req) => new Promise((ok, fail) => {
   req.onsuccess = () => ok(req.result);
   req.onerror = () => fail(req.error);
+  // An open that another connection blocks would otherwise wait for as long as that tab lives.
+  req.onblocked = () => fail(new Error('IndexedDB is blocked by another tab'));
 });
 
 /**
@@ -64,13 +67,6 @@ function keyStore(id) {
     delete: () => run('readwrite', (s) => { s.delete(id); return {}; }),
     close: () => { db?.then((d) => d.close(), () => {}); db = undefined; },
   };
-}
-
-function headerValue(headers, name) {
-  if (headers == null || typeof headers !== 'object') return undefined;
-  if (typeof headers.get === 'function') return headers.get(name) ?? undefined;
-  const key = Object.keys(headers).find((k) => k.toLowerCase() === name);
-  return key === undefined ? undefined : headers[key];
 }
 
 /**
@@ -146,7 +142,7 @@ export async function openDpop(option, name) {
   let tokenEndpoint; // the origin of the last token request proof: a refresh function's error has no URL
 
   function note(role, url, headers) {
-    const n = headerValue(headers, 'dpop-nonce');
+    const n = headerGet(headers, 'dpop-nonce');
     if (typeof n !== 'string' || !NONCE.test(n)) return;
     let origin;
     try { origin = resolve(url).origin; } catch { return; }

@@ -25,6 +25,8 @@ function headersWith(headers, token, proof) {
   return h;
 }
 
+const methodOf = (init) => String(init?.method ?? 'GET').toUpperCase();
+
 const hasHeader = (headers, name) => (headers instanceof Headers
   ? headers.has(name)
   : Object.keys(headers).some((k) => k.toLowerCase() === name));
@@ -40,7 +42,12 @@ export function createAuthFetch(broker, options) {
   const fresh = freshToken(broker);
   // DPoP: `Authorization: DPoP <token>` and a fresh proof for every send, replay and retry.
   const dpop = broker.dpop === true;
-  const proof = (method, url, token) => broker.dpopProof(method, url, { accessToken: token });
+  /** The caller's headers with `token`, and with DPoP a fresh proof for this send. */
+  const authHeaders = async (init, url, token) => headersWith(init?.headers, token,
+    dpop ? await broker.dpopProof(methodOf(init), url, { accessToken: token }) : undefined);
+  /** Whether this request may be sent again (a nonce retry, the replay after a refresh). */
+  const replayable = (init, headers) => !isStreamed(init) && !init?.signal?.aborted
+    && replayAllowed(replay, methodOf(init), hasHeader(headers, 'idempotency-key'));
 
   return async function authFetch(input, init) {
     const send = opts.fetch ?? globalThis.fetch; // resolved per call: late polyfills and test stubs apply
@@ -51,28 +58,26 @@ export function createAuthFetch(broker, options) {
     const signal = init?.signal ?? undefined;
     const token = fresh() ?? (await broker.getAccessToken({ signal }));
     if (signal?.aborted) throw abortedError(signal);
-    const method = String(init?.method ?? 'GET').toUpperCase();
-    const withAuth = async (t) => headersWith(init?.headers, t, dpop ? await proof(method, url, t) : undefined);
-    const headers = dpop ? await withAuth(token) : headersWith(init?.headers, token);
-    const replayable = () => !isStreamed(init) && replayAllowed(replay, method, hasHeader(headers, 'idempotency-key')) && !signal?.aborted;
+    // The hot path (a fresh bearer token) builds its headers without an await.
+    const headers = dpop ? await authHeaders(init, url, token) : headersWith(init?.headers, token);
     let response = await send(input, { ...init, headers });
-    if (dpop && nonceAsked(response, url) && replayable()) {
+    if (dpop && nonceAsked(response, url) && replayable(init, headers)) {
       response.body?.cancel().catch(() => {});
-      response = await send(input, { ...init, headers: await withAuth(token) }); // the one nonce retry
+      response = await send(input, { ...init, headers: await authHeaders(init, url, token) }); // the one nonce retry
       nonceAsked(response, url);
     }
     const rejected = mayRefresh(response);
     if (rejected === false || !(await rejected)) return response;
 
     const renewed = broker.tokenRejected(token, { signal });
-    if (!replayable()) {
+    if (!replayable(init, headers)) {
       renewed.catch(() => {}); // later calls get a fresh token; the caller gets this 401
       return response;
     }
     response.body?.cancel().catch(() => {}); // this 401 is never returned: free its connection
     const next = await renewed;
     if (signal?.aborted) throw abortedError(signal); // no replay after an abort
-    return send(input, { ...init, headers: await withAuth(next) }); // the one replay
+    return send(input, { ...init, headers: await authHeaders(init, url, next) }); // the one replay
   };
 
   /**
@@ -106,7 +111,7 @@ export function createAuthFetch(broker, options) {
     if (request.signal.aborted) throw abortedError(request.signal);
     const authorize = async (r, t) => {
       r.headers.set('Authorization', dpop ? `DPoP ${t}` : `Bearer ${t}`);
-      if (dpop) r.headers.set('DPoP', await proof(r.method, r.url, t));
+      if (dpop) r.headers.set('DPoP', await broker.dpopProof(r.method, r.url, { accessToken: t }));
       return r;
     };
     await authorize(request, token);

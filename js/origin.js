@@ -66,7 +66,16 @@ const PATH = /^\/(?![/\\])[^\t\n\r]*$/;
 // parser leaves as it is (lowercase, no userinfo, no escapes): a match is its exact origin.
 const PLAIN = /^(https?:\/\/[a-z0-9.-]+(?::\d{1,5})?)(?:[/?#]|$)/;
 
-const pageBase = () => globalThis.document?.baseURI ?? globalThis.location?.href;
+/** The URL relative URLs resolve against, as the browser will send them. */
+export const pageBase = () => globalThis.document?.baseURI ?? globalThis.location?.href;
+
+/** A header of a `Headers`, an `AxiosHeaders` or a plain object (any case), or `undefined`. */
+export function headerGet(headers, name) {
+  if (headers == null || typeof headers !== 'object') return undefined;
+  if (typeof headers.get === 'function') return headers.get(name) ?? undefined;
+  const key = Object.keys(headers).find((k) => k.toLowerCase() === name.toLowerCase());
+  return key === undefined ? undefined : headers[key];
+}
 
 /**
  * `allowed(url)`: whether a request to `url` (absolute, or relative to `document.baseURI`) may

@@ -554,8 +554,8 @@ impl<W> Broker<W> {
                 fx.push(Effect::Emit(Event::NonceRetry));
                 return fx;
             }
-            Err(Failure::Transient { retry_after_s }) if attempt - self.nonce_retries() < self.cfg.refresh_retries => {
-                let delay = retry_delay_ms(attempt + 1 - self.nonce_retries(), retry_after_s);
+            Err(Failure::Transient { retry_after_s }) if attempt.saturating_sub(self.nonce_retries()) < self.cfg.refresh_retries => {
+                let delay = retry_delay_ms((attempt + 1).saturating_sub(self.nonce_retries()), retry_after_s);
                 return self.retry_attempt(flight, delay, false);
             }
             // A second nonce challenge in one refresh: the server is not taking our nonces.
